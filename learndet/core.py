@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 # %% auto 0
-__all__ = ['to_tensor', 'set_random_seed', 'get_device', 'multi_apply', 'images_to_levels', 'unmap']
+__all__ = ['to_tensor', 'set_random_seed', 'get_device', 'multi_apply', 'images_to_levels', 'unmap', 'subplots', 'show_image',
+           'draw_boxes']
 
 # %% ../nbs/00_core.ipynb 5
 def to_tensor(data: Any) -> torch.Tensor:
@@ -102,3 +103,57 @@ def unmap(data: torch.Tensor, count: int, inds: torch.Tensor, fill: float = 0) -
         raise ValueError(f'unmap: mask has {inds.numel()} entries but count is {count}')
     ret[inds.to(data.device)] = data
     return ret
+
+# %% ../nbs/00_core.ipynb 30
+import matplotlib.pyplot as plt
+from matplotlib import patches
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple | None = None, imsize: float = 3.5, **kwargs):
+    "`plt.subplots` with a size from `imsize` per axis; returns `(fig, axs)` with `axs` always a flat array."
+    figsize = figsize or (ncols * imsize, nrows * imsize)
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    return fig, axs.ravel()
+
+def show_image(img, ax=None, title: str | None = None, figsize: tuple = (5, 5), **kwargs):
+    "Show `img` ((H,W,3) array or (3,H,W) tensor, uint8 or float in [0,1]) on `ax` (created if None); return `ax`."
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu()
+        if img.ndim == 3 and img.shape[0] in (1, 3):
+            img = img.permute(1, 2, 0)
+        img = img.numpy()
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    ax.imshow(img, **kwargs)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+def draw_boxes(ax, bboxes, labels=None, scores=None, class_names=None, color=None, linewidth: float = 2.,
+               linestyle: str = '-', alpha: float = 1., fontsize: int = 8):
+    """Draw `bboxes` (n, 4) xyxy in pixels on `ax`; colour by `labels` (n,) unless `color` is given;
+    caption with class name and score where given. Returns `ax`."""
+    bboxes = np.asarray(bboxes.detach().cpu() if isinstance(bboxes, torch.Tensor) else bboxes,
+                        dtype=np.float64).reshape(-1, 4)
+    if labels is not None:
+        labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    if scores is not None:
+        scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores).reshape(-1)
+    cmap = plt.get_cmap('tab10')
+    for i, (x1, y1, x2, y2) in enumerate(bboxes):
+        c = color if color is not None else cmap(int(labels[i]) % 10) if labels is not None else 'yellow'
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=c,
+                                       linewidth=linewidth, linestyle=linestyle, alpha=alpha))
+        caption = []
+        if labels is not None:
+            l = int(labels[i])
+            caption.append(class_names[l] if class_names is not None and 0 <= l < len(class_names) else str(l))
+        if scores is not None:
+            caption.append(f'{scores[i]:.2f}')
+        if caption:
+            ax.text(x1, y1, ' '.join(caption), color='white', fontsize=fontsize, va='bottom',
+                    bbox=dict(facecolor=c, alpha=0.7, pad=1, edgecolor='none'))
+    return ax
