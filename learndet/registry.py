@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping
 # %% auto 0
 __all__ = ['BACKBONES', 'NECKS', 'HEADS', 'ROI_EXTRACTORS', 'SHARED_HEADS', 'LOSSES', 'DETECTORS', 'DATASETS', 'PIPELINES',
            'PRIOR_GENERATORS', 'ANCHOR_GENERATORS', 'BBOX_CODERS', 'BBOX_ASSIGNERS', 'BBOX_SAMPLERS', 'HOOKS',
-           'OPTIMIZERS', 'RUNNERS', 'COMMANDS', 'Registry', 'build_from_cfg', 'import_modules_from_strings']
+           'OPTIMIZERS', 'RUNNERS', 'COMMANDS', 'Registry', 'build_from_cfg', 'import_modules_from_strings',
+           'register_all_modules']
 
 # %% ../nbs/02_registry.ipynb 7
 class Registry:
@@ -39,6 +40,12 @@ class Registry:
         return self._module_dict.get(key)
 
 # %% ../nbs/02_registry.ipynb 9
+def _same_definition(old: Callable, new: Callable) -> bool:
+    "True when `new` is `old` defined again: a notebook cell run twice, or a notebook's copy of a library class."
+    same_name = getattr(old, '__qualname__', None) == getattr(new, '__qualname__', None)
+    modules = {getattr(old, '__module__', None), getattr(new, '__module__', None)}
+    return same_name and (len(modules) == 1 or '__main__' in modules)
+
 def _register(self: Registry, module: Callable, name: str | list[str] | None = None, force: bool = False):
     if not callable(module):
         raise TypeError(f'{self.name} registry: can only register classes or functions, got {type(module).__name__}')
@@ -46,7 +53,7 @@ def _register(self: Registry, module: Callable, name: str | list[str] | None = N
     for n in names:
         if not isinstance(n, str):
             raise TypeError(f'{self.name} registry: names must be strings, got {n!r}')
-        if n in self._module_dict and not force:
+        if n in self._module_dict and not force and not _same_definition(self._module_dict[n], module):
             raise KeyError(f'{n!r} is already registered in the {self.name} registry '
                            f'(by {self._module_dict[n].__module__}.{self._module_dict[n].__qualname__}); '
                            f'pass force=True to replace it')
@@ -154,3 +161,17 @@ def import_modules_from_strings(imports: str | list[str], allow_failed_imports: 
             warnings.warn(f'custom_imports: {name!r} failed to import and is skipped ({e})', UserWarning)
             modules.append(None)
     return modules
+
+# %% ../nbs/02_registry.ipynb 31
+import pkgutil
+
+def register_all_modules(package: str = 'learndet') -> list[str]:
+    "Import every public module of `package` so that all its components are registered; return their names."
+    pkg = importlib.import_module(package)
+    names = []
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + '.'):
+        if any(part.startswith('_') for part in info.name.split('.')[1:]):
+            continue                       # private modules such as nbdev's _modidx
+        importlib.import_module(info.name)
+        names.append(info.name)
+    return names
