@@ -170,8 +170,9 @@ def register_all_modules(package: str = 'learndet') -> list[str]:
     pkg = importlib.import_module(package)
     names = []
     for info in pkgutil.walk_packages(pkg.__path__, prefix=package + '.'):
-        if any(part.startswith('_') for part in info.name.split('.')[1:]):
-            continue                       # private modules such as nbdev's _modidx
+        parts = info.name.split('.')[1:]
+        if any(part.startswith('_') for part in parts) or parts[0] == 'configs':
+            continue                       # private modules (nbdev's _modidx) and config files, which are data
         importlib.import_module(info.name)
         names.append(info.name)
     return names
