@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.browser, needs_browser]
 # (chapter, the text that marks the cell displaying the widget)
 WIDGET_CHAPTERS = [
     ('06_anchors.ipynb', 'anchor_widget('),
-    ('08_assigners.ipynb', 'assign_widget('),
-    ('17_evaluation.ipynb', 'pr_widget('),
+    ('08_assigners.ipynb', 'assignment_widget('),
+    ('17a_coco_eval.ipynb', 'pr_widget('),
 ]
 
 
@@ -63,7 +63,7 @@ def lab(tmp_path_factory):
 
 def _widget_output_image(page):
     "The active cell (the widget's) and the <img> of the figure in its widget output."
-    cell = page.locator('.jp-Notebook .jp-CodeCell.jp-mod-active').first
+    cell = page.locator('.jp-NotebookPanel:visible .jp-CodeCell.jp-mod-active').first   # the open tab's notebook
     img = cell.locator('.widget-output img').first
     return cell, img
 
@@ -75,7 +75,7 @@ def test_widget_responds_to_slider(lab, browser, chapter, marker):
     url, token = lab
     page = browser.new_page(viewport={'width': 1400, 'height': 1000})
     page.set_default_timeout(240_000)
-    page.goto(f'{url}/lab/tree/{chapter}?token={token}')
+    page.goto(f'{url}/lab/tree/{chapter}?reset&token={token}')   # reset: no tabs restored from the last test
     page.wait_for_function('() => window.jupyterapp && window.jupyterapp.shell.currentWidget '
                            '&& window.jupyterapp.shell.currentWidget.sessionContext '
                            '&& window.jupyterapp.shell.currentWidget.sessionContext.session '
@@ -103,8 +103,10 @@ def test_widget_responds_to_slider(lab, browser, chapter, marker):
     errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Traceback")')
     assert errors.count() == 0, errors.first.inner_text()[:2000]
     cell, img = _widget_output_image(page)
-    cell.scroll_into_view_if_needed()
     img.wait_for(state='visible')
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           polling=1000)
+    cell.scroll_into_view_if_needed()
     before = img.get_attribute('src')
     shot_before = screenshot(cell, f'lab_{Path(chapter).stem}_before')
     handle = cell.locator('.widget-slider .noUi-handle').first

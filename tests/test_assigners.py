@@ -1,0 +1,324 @@
+"""Assigners and samplers (chapter 08): independent loop references, torchvision's Matcher, properties, edge cases,
+the assignment widget's logic and a smoke run of benchmarks/bench_assign.py."""
+import math
+import runpy
+import warnings
+from pathlib import Path
+
+import matplotlib
+matplotlib.use('Agg')
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torchvision.models.detection._utils import Matcher
+from torchvision.ops import box_iou
+
+from learndet.assigners import (ASSIGN_FIRST_GT, ASSIGN_IGNORE, ASSIGN_NEGATIVE, AssignResult, ATSSAssigner,
+                                MaxIoUAssigner, bbox_overlaps_chunked, fcos_point_targets, max_iou_assign,
+                                assignment_view, assignment_widget_update, assignment_widget)
+from learndet.boxes import bbox_overlaps
+from learndet.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, build_from_cfg
+from learndet.samplers import PseudoSampler, RandomSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_boxes(n, g, size=100., grid=None):
+    xy = torch.rand(n, 2, generator=g) * size
+    wh = torch.rand(n, 2, generator=g) * size / 3 + 1
+    b = torch.cat([xy, xy + wh], 1)
+    return (b / grid).round() * grid if grid else b
+
+
+def reference_max_iou(overlaps, pos_thr, neg_thr, min_pos_iou, gt_max_assign_all, match_low_quality):
+    "mmdetection 2.x's MaxIoU rule written as plain Python loops over a list-of-lists matrix."
+    ov = overlaps.tolist()
+    G, N = overlaps.shape
+    if G == 0:
+        return [0] * N
+    lo, hi = (0., neg_thr) if not isinstance(neg_thr, tuple) else neg_thr
+    out = [-1] * N
+    best = [max(range(G), key=lambda i: (ov[i][j], -i)) for j in range(N)]   # first GT reaching the max
+    for j in range(N):
+        m = ov[best[j]][j]
+        if lo <= m < hi:
+            out[j] = 0
+        if m >= pos_thr:
+            out[j] = best[j] + 1
+    if match_low_quality:
+        for i in range(G):
+            gmax = max(ov[i])
+            if gmax >= min_pos_iou:
+                if gt_max_assign_all:
+                    for j in range(N):
+                        if ov[i][j] == gmax:
+                            out[j] = i + 1
+                else:
+                    out[ov[i].index(gmax)] = i + 1
+    return out
+
+
+def test_codes_are_named():
+    assert (ASSIGN_IGNORE, ASSIGN_NEGATIVE, ASSIGN_FIRST_GT) == (-1, 0, 1)
+
+
+@pytest.mark.parametrize('kw', [
+    dict(pos_thr=0.5, neg_thr=0.4, min_pos_iou=0., gt_max_assign_all=True, match_low_quality=True),
+    dict(pos_thr=0.7, neg_thr=0.3, min_pos_iou=0.3, gt_max_assign_all=True, match_low_quality=True),
+    dict(pos_thr=0.5, neg_thr=(0.1, 0.5), min_pos_iou=0.2, gt_max_assign_all=False, match_low_quality=True),
+    dict(pos_thr=0.6, neg_thr=0.4, min_pos_iou=0., gt_max_assign_all=True, match_low_quality=False),
+])
+def test_max_iou_equals_loop_reference(kw):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        G, N = int(torch.randint(0, 6, (1,), generator=g)), int(torch.randint(1, 120, (1,), generator=g))
+        gts, priors = random_boxes(G, g, grid=4), random_boxes(N, g, grid=4)      # coarse grid: many ties
+        ov = bbox_overlaps(gts, priors)      # with eps: grid-rounded boxes can be flat, box_iou would give 0/0
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            ours = max_iou_assign(ov, None, kw['pos_thr'], kw['neg_thr'], kw['min_pos_iou'],
+                                  kw['gt_max_assign_all'], kw['match_low_quality'])
+        assert ours.gt_inds.tolist() == reference_max_iou(ov, **kw), (trial, kw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), num_gts=st.integers(1, 8), min_pos_iou=st.sampled_from([0., 0.1, 0.3]))
+def test_every_qualifying_gt_keeps_its_best_anchors(seed, num_gts, min_pos_iou):
+    "The property of step 4: GT i's best anchors are positive, for i or a later GT sharing that best anchor."
+    g = torch.Generator().manual_seed(seed)
+    gts, priors = random_boxes(num_gts, g, grid=2), random_boxes(200, g, grid=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        res = MaxIoUAssigner(0.5, 0.4, min_pos_iou=min_pos_iou).assign(priors, gts)
+    ov = bbox_overlaps(gts, priors)
+    gmax = ov.max(1).values
+    shared = False
+    for i in range(num_gts):
+        if gmax[i] < min_pos_iou:
+            continue
+        best = torch.nonzero(ov[i] == gmax[i]).flatten()
+        owner = res.gt_inds[best] - 1
+        assert (owner >= i).all() and (ov[owner, best] == gmax[owner]).all()
+        shared |= bool((owner != i).any())
+        if not shared:
+            assert (res.gt_inds == i + 1).any()          # without sharing: GT i has a positive
+
+
+def test_matches_torchvision_matcher():
+    g = torch.Generator().manual_seed(3)
+    m = Matcher(0.5, 0.4, allow_low_quality_matches=True)
+    for _ in range(40):
+        gts, priors = random_boxes(int(torch.randint(1, 10, (1,), generator=g)), g), random_boxes(400, g)
+        res = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.).assign(priors, gts)
+        tv = m(box_iou(gts, priors))
+        assert torch.equal(res.gt_inds == 0, tv == Matcher.BELOW_LOW_THRESHOLD)
+        assert torch.equal(res.gt_inds == -1, tv == Matcher.BETWEEN_THRESHOLDS)
+        assert torch.equal(res.gt_inds > 0, tv >= 0)
+        confident = res.max_overlaps >= 0.5                # above the threshold both pick the argmax GT
+        assert torch.equal(res.gt_inds[confident] - 1, tv[confident])
+
+
+def test_chunked_iou_is_bitwise_equal():
+    g = torch.Generator().manual_seed(4)
+    a, b = random_boxes(37, g), random_boxes(5000, g)
+    b[:10, 2:] = b[:10, :2] - 1                             # inverted boxes
+    for chunk in (None, 1, 333, 10_000):
+        assert torch.equal(bbox_overlaps_chunked(a, b, chunk), bbox_overlaps(a, b))
+
+
+def test_ignore_regions_and_labels():
+    priors = torch.tensor([[0., 0., 10., 10.], [40., 40., 50., 50.], [100., 100., 110., 110.]])
+    gts, labels = torch.tensor([[0., 0., 10., 10.]]), torch.tensor([4])
+    a = MaxIoUAssigner(0.5, 0.4, ignore_iof_thr=0.5)
+    res = a.assign(priors, gts, torch.tensor([[38., 38., 60., 60.]]), labels)
+    assert res.gt_inds.tolist() == [1, -1, 0] and res.labels.tolist() == [4, -1, -1]
+    assert res.max_overlaps[1] == -1                       # the ignored column
+    # an ignore box covering the positive too: the GT's best IoU is now 0 (the far prior), which min_pos_iou=0
+    # lets it claim (mmdetection's behaviour, with a warning); with min_pos_iou > 0 it claims nothing
+    ignore_all = torch.tensor([[-1., -1., 60., 60.]])
+    with pytest.warns(UserWarning, match='overlap no prior'):
+        assert a.assign(priors, gts, ignore_all, labels).gt_inds.tolist() == [-1, -1, 1]
+    strict = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.1, ignore_iof_thr=0.5)
+    assert strict.assign(priors, gts, ignore_all, labels).gt_inds.tolist() == [-1, -1, 0]
+
+
+def test_edge_cases_and_errors():
+    priors = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    a = MaxIoUAssigner(0.5, 0.4)
+    r = a.assign(priors, torch.zeros(0, 4), gt_labels=torch.zeros(0, dtype=torch.long))
+    assert r.gt_inds.tolist() == [0, 0] and r.labels.tolist() == [-1, -1] and r.max_overlaps.tolist() == [0., 0.]
+    r = a.assign(torch.zeros(0, 4), priors)
+    assert r.num_preds == 0 and r.num_gts == 2
+    with pytest.warns(UserWarning, match=r'ground truth\(s\) \[0\] overlap no prior'):
+        a.assign(priors, torch.tensor([[5., 5., 5., 9.]]))
+    with pytest.raises(ValueError, match='bboxes on cpu, gt_bboxes on meta'):
+        a.assign(priors, priors.to('meta'))
+    with pytest.raises(ValueError, match='gt_bboxes_ignore on meta'):
+        MaxIoUAssigner(0.5, 0.4, ignore_iof_thr=0.5).assign(priors, priors, priors.to('meta'))
+    with pytest.raises(ValueError, match=r'gt_bboxes must have shape \(n, 4\)'):
+        a.assign(priors, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match='points on cpu, gt_bboxes on meta'):
+        fcos_point_targets(torch.zeros(2, 2), priors.to('meta'), torch.zeros(2, dtype=torch.long), [2], [(-1, 64)], [8], 1)
+
+
+def test_gpu_assign_thr_path(monkeypatch):
+    "Above gpu_assign_thr the work is moved to the CPU and the result moved back: checked by recording .cpu() calls."
+    g = torch.Generator().manual_seed(5)
+    gts, priors = random_boxes(6, g), random_boxes(300, g)
+    plain = MaxIoUAssigner(0.5, 0.4).assign(priors, gts)
+    thr = MaxIoUAssigner(0.5, 0.4, gpu_assign_thr=5)
+    assert thr.assign_on_cpu(6) and not thr.assign_on_cpu(5)
+    calls = []
+    orig = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, 'cpu', lambda self, *a, **k: calls.append(tuple(self.shape)) or orig(self, *a, **k))
+    res = thr.assign(priors, gts)
+    assert (300, 4) in calls and (6, 4) in calls
+    calls.clear()
+    MaxIoUAssigner(0.5, 0.4, gpu_assign_thr=6).assign(priors, gts)
+    assert calls == []
+    assert torch.equal(res.gt_inds, plain.gt_inds)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_gpu_assign_thr_on_gpu():
+    g = torch.Generator().manual_seed(6)
+    gts, priors = random_boxes(6, g).cuda(), random_boxes(300, g).cuda()
+    res = MaxIoUAssigner(0.5, 0.4, gpu_assign_thr=2).assign(priors, gts, gt_labels=torch.arange(6).cuda())
+    assert res.gt_inds.is_cuda and res.labels.is_cuda and res.max_overlaps.is_cuda
+    assert torch.equal(res.gt_inds.cpu(), MaxIoUAssigner(0.5, 0.4).assign(priors.cpu(), gts.cpu()).gt_inds)
+
+
+def test_atss_properties():
+    g = torch.Generator().manual_seed(7)
+    for _ in range(25):
+        levels = [int(x) for x in torch.randint(5, 80, (3,), generator=g)]
+        bb, gts = random_boxes(sum(levels), g), random_boxes(int(torch.randint(1, 6, (1,), generator=g)), g)
+        res = ATSSAssigner(9).assign(bb, levels, gts, gt_labels=torch.arange(len(gts)))
+        ov, centres = box_iou(bb, gts), (bb[:, :2] + bb[:, 2:]) / 2
+        dist = torch.cdist(centres, (gts[:, :2] + gts[:, 2:]) / 2)
+        for j in range(len(gts)):
+            cand, start = torch.zeros(len(bb), dtype=torch.bool), 0
+            for n in levels:
+                cand[start + dist[start:start + n, j].argsort()[:min(9, n)]] = True
+                start += n
+            thr = ov[cand, j].mean() + ov[cand, j].std()
+            pos = res.gt_inds == j + 1
+            assert cand[pos].all() and (ov[pos, j] >= thr - 1e-6).all()
+            inside = ((centres - gts[j, :2]).min(1).values > 0.01) & ((gts[j, 2:] - centres).min(1).values > 0.01)
+            assert inside[pos].all()
+        assert torch.equal(res.labels[res.gt_inds > 0], res.gt_inds[res.gt_inds > 0] - 1)
+
+
+def reference_fcos(points, gts, labels, level_of_point, ranges, strides, num_classes, radius=None):
+    "FCOS's rule written per point and per GT."
+    out_labels, out_inds = [], []
+    for p in range(len(points)):
+        x, y = points[p].tolist()
+        lo, hi = ranges[level_of_point[p]]
+        best, best_area = None, None
+        for i, (x1, y1, x2, y2) in enumerate(gts.tolist()):
+            l, t, r, b = x - x1, y - y1, x2 - x, y2 - y
+            if radius is None:
+                inside = min(l, t, r, b) > 0
+            else:
+                s = strides[level_of_point[p]] * radius
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                cx1, cy1, cx2, cy2 = max(cx - s, x1), max(cy - s, y1), min(cx + s, x2), min(cy + s, y2)
+                inside = min(x - cx1, y - cy1, cx2 - x, cy2 - y) > 0
+            area = (x2 - x1) * (y2 - y1)
+            if inside and lo <= max(l, t, r, b) <= hi and (best is None or area < best_area):
+                best, best_area = i, area
+        out_labels.append(num_classes if best is None else int(labels[best]))
+        out_inds.append(0 if best is None else best + 1)
+    return out_labels, out_inds
+
+
+@pytest.mark.parametrize('radius', [None, 1.5])
+def test_fcos_equals_reference(radius):
+    from learndet.anchors import MlvlPointGenerator
+    g = torch.Generator().manual_seed(8)
+    strides, sizes = [8, 16, 32], [(16, 16), (8, 8), (4, 4)]
+    pts = MlvlPointGenerator(strides).grid_priors(sizes)
+    level_of_point = sum(([i] * len(p) for i, p in enumerate(pts)), [])
+    points = torch.cat(pts)
+    ranges = [(-1, 32), (32, 64), (64, 1e8)]
+    for _ in range(10):
+        gts = (random_boxes(int(torch.randint(0, 6, (1,), generator=g)), g, size=128.) / 2).round() * 2
+        labels = torch.randint(0, 3, (len(gts),), generator=g)
+        t = fcos_point_targets(points, gts, labels, [len(p) for p in pts], ranges, strides, 3,
+                               center_sampling=radius is not None, center_sample_radius=radius or 1.5)
+        ref_labels, ref_inds = reference_fcos(points, gts, labels, level_of_point, ranges, strides, 3, radius)
+        assert t.labels.tolist() == ref_labels and t.gt_inds.tolist() == ref_inds
+        pos = t.gt_inds > 0
+        if pos.any():       # regression targets are the distances to the assigned GT's sides
+            gt = gts[t.gt_inds[pos] - 1]
+            p = points[pos]
+            torch.testing.assert_close(t.bbox_targets[pos], torch.stack(
+                [p[:, 0] - gt[:, 0], p[:, 1] - gt[:, 1], gt[:, 2] - p[:, 0], gt[:, 3] - p[:, 1]], 1))
+
+
+def test_samplers_counts_and_properties():
+    g = torch.Generator().manual_seed(9)
+    torch.manual_seed(0)
+    for _ in range(30):
+        gts, priors = random_boxes(int(torch.randint(0, 6, (1,), generator=g)), g), random_boxes(500, g)
+        labels = torch.randint(0, 4, (len(gts),), generator=g)
+        res = MaxIoUAssigner(0.5, 0.3, min_pos_iou=0.3).assign(priors, gts, gt_labels=labels)
+        n_pos, n_neg = int(res.pos_mask.sum()), int(res.neg_mask.sum())
+        s = PseudoSampler().sample(res, priors, gts)
+        assert len(s.pos_inds) == n_pos and len(s.neg_inds) == n_neg
+        for num, frac, ub, add in ((64, 0.25, -1, False), (32, 0.5, 1, False), (128, 0.25, -1, True)):
+            r = AssignResult(res.num_gts, res.gt_inds.clone(), res.max_overlaps.clone(), res.labels.clone())
+            s = RandomSampler(num, frac, ub, add).sample(r, priors, gts, labels)
+            total_pos = n_pos + (len(gts) if add else 0)
+            assert len(s.pos_inds) == min(total_pos, int(num * frac))
+            want_neg = num - len(s.pos_inds)
+            if ub >= 0:
+                want_neg = min(want_neg, int(ub * max(1, len(s.pos_inds))))
+            assert len(s.neg_inds) == min(n_neg, want_neg)
+            assert len(torch.cat([s.pos_inds, s.neg_inds]).unique()) == len(s.pos_inds) + len(s.neg_inds)
+            assert (r.gt_inds[s.pos_inds] > 0).all() and (r.gt_inds[s.neg_inds] == 0).all()
+            if len(gts):
+                torch.testing.assert_close(s.pos_gt_bboxes, gts[s.pos_assigned_gt_inds])
+                assert torch.equal(s.pos_gt_labels, labels[s.pos_assigned_gt_inds])
+            assert torch.equal(s.pos_is_gt.bool(), s.pos_inds < (len(gts) if add else 0))
+
+
+def test_registries():
+    for name in ('MaxIoUAssigner', 'ATSSAssigner'):
+        assert name in BBOX_ASSIGNERS
+    for name in ('PseudoSampler', 'RandomSampler'):
+        assert name in BBOX_SAMPLERS
+    a = build_from_cfg(dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
+                            ignore_iof_thr=-1), BBOX_ASSIGNERS)
+    assert a.pos_iou_thr == 0.5
+
+
+def test_assignment_widget_logic():
+    from learndet.assigners import _shapes_sample
+    img, gts = _shapes_sample(1, size=160)
+    for kind in ('MaxIoU', 'ATSS', 'FCOS'):
+        view, axs = assignment_widget_update(img, gts, kind)
+        c = view['counts']
+        assert c['positive'] + c['negative'] + c['ignored'] == len(view['priors'])
+        assert int(view['pos_per_gt'].sum()) == c['positive']
+        assert view['gts_without_positive'] == torch.nonzero(view['pos_per_gt'] == 0).flatten().tolist()
+    loose = assignment_view(img.shape, gts, 'MaxIoU', 0.5, 0.4, 0., True)
+    assert loose['gts_without_positive'] == [] or len(gts) == 0
+    strict = assignment_view(img.shape, gts, 'MaxIoU', 0.95, 0.4, 0.95, True)
+    assert strict['counts']['positive'] <= loose['counts']['positive']
+    with pytest.raises(ValueError, match='must not exceed'):
+        assignment_widget_update(img, gts, 'MaxIoU', 0.3, 0.5)
+    w = assignment_widget({'one': (img, gts)})
+    import matplotlib.pyplot as plt
+    plt.close('all')
+    assert w is not None
+
+
+def test_bench_smoke(capsys):
+    pytest.importorskip('learndet.coders')
+    ns = runpy.run_path(str(ROOT / 'benchmarks' / 'bench_assign.py'))
+    ratio = ns['main'](['--batch', '1', '--height', '128', '--width', '160', '--gts', '3', '--repeats', '1'])
+    out = capsys.readouterr().out
+    assert ratio > 0 and '| total |' in out
