@@ -58,7 +58,6 @@ def test_torchvision_reference(sizes, ratios, img, fmaps):
         g.base_anchors = [b.round() for b in g.base_anchors]
         rounded.append(g.grid_priors([f])[0])
     torch.testing.assert_close(torch.cat(rounded), ref)
-    assert base > 0
 
 
 def test_exact_integer_case_matches_torchvision_without_rounding():
@@ -172,8 +171,18 @@ def test_anchor_widget_builds_and_updates():
     w = anchor_widget({'toy': _toy_image(96, 128)}, strides=(8, 16))
     children = {c.description: c for box in w.children if hasattr(box, 'children') for c in box.children
                 if hasattr(c, 'description')}
+    table = w.children[-1]                                 # the counts-per-level table
+
+    def changes(name, value):
+        before = table.value
+        children[name].value = value
+        return table.value != before
+
+    # the table counts anchors per level: a level change alone leaves it, a change of ratios changes it
+    assert changes('ratios', '1, 3')                      # 2 ratios x 3 scales instead of 3 x 3
+    assert str(2 * 3 * 12 * 16) in table.value             # level 0: 12x16 cells x 6 anchors
+    assert changes('allowed_border', 16)                  # anchors near the edge now count as inside
     children['level'].value = 1
-    children['ratios'].value = '1, 3'
     children['row'].value = 2
     children['ratios'].value = 'oops'                    # error shown in the widget, not raised
     html = [c for c in w.children if c.__class__.__name__ == 'HTML']

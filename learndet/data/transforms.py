@@ -19,9 +19,9 @@ from ..registry import PIPELINES, build_from_cfg
 
 # %% auto 0
 __all__ = ['Compose', 'imread', 'LoadImageFromFile', 'LoadAnnotations', 'imdenormalize', 'results_to_rgb', 'show_results',
-           'imresize', 'rescale_size', 'Resize', 'bbox_flip', 'imflip', 'RandomFlip', 'Normalize', 'impad', 'Pad',
-           'bgr2hsv', 'hsv2bgr', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop', 'RandomCrop',
-           'DefaultFormatBundle', 'ImageToTensor', 'ToTensor', 'Collect', 'MultiScaleFlipAug']
+           'imresize', 'rescale_size', 'Resize', 'imflip', 'RandomFlip', 'Normalize', 'impad', 'Pad', 'bgr2hsv',
+           'hsv2bgr', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop', 'RandomCrop', 'DefaultFormatBundle',
+           'ImageToTensor', 'ToTensor', 'Collect', 'MultiScaleFlipAug']
 
 # %% ../../nbs/05_transforms.ipynb 6
 @PIPELINES.register_module()
@@ -229,17 +229,7 @@ Resize.__repr__ = lambda self: (f'Resize(img_scale={self.img_scale}, multiscale_
                                 f'ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})')
 
 # %% ../../nbs/05_transforms.ipynb 28
-def bbox_flip(bboxes: np.ndarray, img_shape: tuple, direction: str = 'horizontal') -> np.ndarray:
-    "Flip (n, 4) xyxy boxes inside an image of `img_shape` (h, w, ...): 'horizontal', 'vertical' or 'diagonal'."
-    h, w = img_shape[:2]
-    out = bboxes.copy()
-    if direction in ('horizontal', 'diagonal'):
-        out[..., 0], out[..., 2] = w - bboxes[..., 2], w - bboxes[..., 0]
-    if direction in ('vertical', 'diagonal'):
-        out[..., 1], out[..., 3] = h - bboxes[..., 3], h - bboxes[..., 1]
-    if direction not in ('horizontal', 'vertical', 'diagonal'):
-        raise ValueError(f"flip direction must be 'horizontal', 'vertical' or 'diagonal', got {direction!r}")
-    return out
+from ..boxes import bbox_flip   # chapter 03: boxes are flipped there, for tensors and arrays alike
 
 def imflip(img: np.ndarray, direction: str = 'horizontal') -> np.ndarray:
     "Flip an (H, W, ...) image; returns a contiguous copy."
@@ -286,7 +276,7 @@ class RandomFlip:
 
     def __repr__(self): return f'RandomFlip(flip_ratio={self.flip_ratio}, direction={self.direction})'
 
-# %% ../../nbs/05_transforms.ipynb 33
+# %% ../../nbs/05_transforms.ipynb 35
 @PIPELINES.register_module()
 class Normalize:
     "`(img - mean) / std` per channel, after BGR -> RGB if `to_rgb`. Adds: img_norm_cfg. Updates: img fields (float32)."
@@ -347,7 +337,7 @@ class Pad:
 
     def __repr__(self): return f'Pad(size={self.size}, size_divisor={self.size_divisor}, pad_to_square={self.pad_to_square})'
 
-# %% ../../nbs/05_transforms.ipynb 36
+# %% ../../nbs/05_transforms.ipynb 38
 def bgr2hsv(img: np.ndarray) -> np.ndarray:
     "(H, W, 3) float BGR -> HSV: hue in degrees [0, 360), saturation in [0, 1], value = max channel."
     b, g, r = img[..., 0], img[..., 1], img[..., 2]
@@ -368,7 +358,7 @@ def hsv2bgr(hsv: np.ndarray) -> np.ndarray:
     r = np.choose(i, [v, q, p, p, t, v]); g = np.choose(i, [t, v, v, q, p, p]); b = np.choose(i, [p, p, t, v, v, q])
     return np.stack([b, g, r], -1).astype(np.float32)
 
-# %% ../../nbs/05_transforms.ipynb 39
+# %% ../../nbs/05_transforms.ipynb 41
 @PIPELINES.register_module()
 class PhotoMetricDistortion:
     """Random brightness, contrast, saturation, hue and channel swap (each with probability 1/2) on a float32 image.
@@ -407,7 +397,7 @@ class PhotoMetricDistortion:
                 f'{self.contrast_upper}), saturation_range=({self.saturation_lower}, {self.saturation_upper}), '
                 f'hue_delta={self.hue_delta})')
 
-# %% ../../nbs/05_transforms.ipynb 42
+# %% ../../nbs/05_transforms.ipynb 44
 def _iou_np(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     "IoU of one xyxy box (4,) with boxes (n, 4) -> (n,)."
     w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
@@ -431,7 +421,7 @@ def _crop_boxes(results: dict, patch: np.ndarray, clip: bool, keep_fn) -> None:
         if label_key in results:
             results[label_key] = results[label_key][keep]
 
-# %% ../../nbs/05_transforms.ipynb 45
+# %% ../../nbs/05_transforms.ipynb 47
 @PIPELINES.register_module()
 class Expand:
     "Zoom out: paste the image on a canvas `ratio` times larger filled with `mean`. Updates: img, img_shape, bbox fields."
@@ -494,7 +484,7 @@ class MinIoURandomCrop:
 
     def __repr__(self): return f'MinIoURandomCrop(min_ious={self.min_ious}, min_crop_size={self.min_crop_size})'
 
-# %% ../../nbs/05_transforms.ipynb 46
+# %% ../../nbs/05_transforms.ipynb 48
 @PIPELINES.register_module()
 class RandomCrop:
     """Crop a random window of `crop_size` (h, w) — 'absolute', 'absolute_range', 'relative' or 'relative_range'.
@@ -536,7 +526,7 @@ class RandomCrop:
 
     def __repr__(self): return f'RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r})'
 
-# %% ../../nbs/05_transforms.ipynb 51
+# %% ../../nbs/05_transforms.ipynb 53
 @PIPELINES.register_module()
 class DefaultFormatBundle:
     """img -> (3, H, W) tensor (float32 if `img_to_float`); proposals, gt_bboxes, gt_bboxes_ignore, gt_labels -> tensors.
@@ -605,7 +595,7 @@ class Collect:
 
     def __repr__(self): return f'Collect(keys={self.keys}, meta_keys={self.meta_keys})'
 
-# %% ../../nbs/05_transforms.ipynb 54
+# %% ../../nbs/05_transforms.ipynb 56
 @PIPELINES.register_module()
 class MultiScaleFlipAug:
     """Run `transforms` for every scale in `img_scale` (or factor in `scale_factor`) and, if `flip`, every flip direction.
