@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 # %% auto 0
-__all__ = ['to_tensor', 'set_random_seed', 'get_device', 'multi_apply', 'images_to_levels', 'unmap', 'subplots', 'show_image',
-           'draw_boxes']
+__all__ = ['to_tensor', 'set_random_seed', 'get_device', 'to_device', 'multi_apply', 'images_to_levels', 'unmap', 'subplots',
+           'show_image', 'draw_boxes']
 
 # %% ../nbs/00_core.ipynb 5
 def to_tensor(data: Any) -> torch.Tensor:
@@ -73,7 +73,20 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise RuntimeError(f'device {str(device)!r} requested but MPS is not available on this machine')
     return dev
 
-# %% ../nbs/00_core.ipynb 18
+# %% ../nbs/00_core.ipynb 16
+from typing import Mapping
+
+def to_device(obj: Any, device: str | torch.device) -> Any:
+    "Move the tensors in `obj` (nested dicts, lists and tuples of them) to `device`; other values are kept."
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+# %% ../nbs/00_core.ipynb 21
 def multi_apply(func: Callable, *args, **kwargs) -> tuple[list, ...]:
     """Call `func` on each set of positional arguments (zipped), with the same `kwargs` each time;
     return a tuple of lists, one list per output of `func`."""
@@ -85,7 +98,7 @@ def multi_apply(func: Callable, *args, **kwargs) -> tuple[list, ...]:
                         f'got {type(results[0]).__name__}')
     return tuple(map(list, zip(*results)))
 
-# %% ../nbs/00_core.ipynb 22
+# %% ../nbs/00_core.ipynb 25
 def images_to_levels(target: list[torch.Tensor], num_level_anchors: Sequence[int]) -> list[torch.Tensor]:
     "Per-image targets, each (A_total, ...), to per-level targets, each (num_images, A_level, ...)."
     if sum(num_level_anchors) != target[0].shape[0]:
@@ -94,7 +107,7 @@ def images_to_levels(target: list[torch.Tensor], num_level_anchors: Sequence[int
     stacked = torch.stack(target, 0)   # (N, A_total, ...)
     return list(stacked.split(list(num_level_anchors), dim=1))  # [(N, A_level, ...)] per level
 
-# %% ../nbs/00_core.ipynb 26
+# %% ../nbs/00_core.ipynb 29
 def unmap(data: torch.Tensor, count: int, inds: torch.Tensor, fill: float = 0) -> torch.Tensor:
     """Scatter `data` (n, ...) back to a tensor of `count` rows at the rows where the boolean mask `inds`
     (count,) is True (or at the integer indices `inds` (n,)); the other rows are `fill`."""
@@ -104,7 +117,7 @@ def unmap(data: torch.Tensor, count: int, inds: torch.Tensor, fill: float = 0) -
     ret[inds.to(data.device)] = data
     return ret
 
-# %% ../nbs/00_core.ipynb 30
+# %% ../nbs/00_core.ipynb 33
 import matplotlib.pyplot as plt
 from matplotlib import patches
 

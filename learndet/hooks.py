@@ -210,15 +210,7 @@ class ProgressBarHook(Hook):
             self.pb.on_iter_end()
 
 # %% ../nbs/15b_hooks.ipynb 18
-def _to_device(obj, device):
-    "Tensors in nested dicts/lists/tuples moved to `device` (test-time augmentation batches hold lists of images)."
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
+from .core import to_device
 
 @torch.no_grad()
 def single_gpu_test(model: nn.Module, data_loader, **kwargs) -> list:
@@ -227,7 +219,7 @@ def single_gpu_test(model: nn.Module, data_loader, **kwargs) -> list:
     results = []
     device = next(model.parameters()).device
     for batch in data_loader:
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         try:
             out = model(return_loss=False, rescale=True, **batch)
         except TypeError:   # models without a `rescale` argument (the toy model)

@@ -23,8 +23,8 @@ from .runner import get_rng_state, parse_losses, set_rng_state, unwrap_model
 
 # %% auto 0
 __all__ = ['TORCH_OPTIMIZERS', 'NORM_TYPES', 'register_torch_optimizers', 'paramwise_options', 'build_optimizer', 'scale_lr',
-           'auto_scale_lr', 'smooth_losses', 'LRFinderResult', 'lr_find', 'build_train_loader', 'to_device',
-           'lr_find_main', 'load_json_log', 'plot_curve', 'cal_train_time', 'analyze_logs_main']
+           'auto_scale_lr', 'smooth_losses', 'LRFinderResult', 'lr_find', 'build_train_loader', 'lr_find_main',
+           'load_json_log', 'plot_curve', 'cal_train_time', 'analyze_logs_main']
 
 # %% ../nbs/16_optim.ipynb 5
 def register_torch_optimizers() -> list[str]:
@@ -227,6 +227,8 @@ def lr_find(model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, sta
     return LRFinderResult(lrs, losses, smoothed, suggestion, lr_min, stopped_early=len(lrs) < num_iters)
 
 # %% ../nbs/16_optim.ipynb 29
+from .core import to_device
+
 def build_train_loader(cfg: Mapping, shuffle: bool = True):
     """The training DataLoader of a config: `cfg.data.train` (built with the datasets chapter's `build_dataset`),
     `samples_per_gpu` per batch; detection datasets get `build_dataloader` (group sampler, padding `collate`)."""
@@ -238,16 +240,6 @@ def build_train_loader(cfg: Mapping, shuffle: bool = True):
     if isinstance(dataset, CustomDataset) or hasattr(dataset, 'flag'):
         return build_dataloader(dataset, samples, workers, dist=False, shuffle=shuffle)
     return torch.utils.data.DataLoader(dataset, batch_size=samples, shuffle=shuffle, num_workers=workers)
-
-def to_device(obj, device):
-    "Move the tensors in a batch (dicts, lists and tuples of them, nested) to `device`."
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
 
 @COMMANDS.register_module(name='lr-find')
 def lr_find_main(argv: Sequence[str] | None = None) -> int:
