@@ -543,25 +543,38 @@ class OptimizerHook(Hook):
             raise ValueError(f'cumulative_iters must be a positive int, got {cumulative_iters!r}')
         if amp not in (None, 'fp16', 'bf16'):
             raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
-        if not (loss_scale == 'dynamic' or (isinstance(loss_scale, (int, float)) and loss_scale > 0)):
-            raise ValueError(f"loss_scale must be 'dynamic' or a positive number, got {loss_scale!r}")
+        scaler_keys = {'init_scale', 'growth_factor', 'backoff_factor', 'growth_interval', 'enabled'}
+        if isinstance(loss_scale, Mapping):
+            if not set(loss_scale) <= scaler_keys:
+                raise ValueError(f'loss_scale dict: unknown keys {sorted(set(loss_scale) - scaler_keys)}; '
+                                 f'GradScaler takes {sorted(scaler_keys)}')
+            loss_scale = dict(loss_scale)
+        elif not (loss_scale == 'dynamic' or (isinstance(loss_scale, (int, float)) and loss_scale > 0)):
+            raise ValueError(f"loss_scale must be 'dynamic', a positive number or a dict of GradScaler arguments, "
+                             f"got {loss_scale!r}")
         self.grad_clip, self.cumulative_iters, self.amp, self.loss_scale = grad_clip, cumulative_iters, amp, loss_scale
+        self._static_scale = None
 
     def before_run(self, runner):
         if runner.optimizer is None:
             raise RuntimeError('OptimizerHook: the runner has no optimizer')
         device = next(unwrap_model(runner.model).parameters()).device
         if self.amp == 'fp16':
-            if device.type != 'cuda':
-                raise RuntimeError(f"amp='fp16' needs the model on CUDA (it is on {device}); use amp='bf16' on CPU")
             runner.amp_dtype = torch.float16
             if self.loss_scale == 'dynamic':
-                runner.scaler = torch.amp.GradScaler('cuda')
-            else:  # a static scale: never grows, never backs off (steps with inf/nan gradients are still skipped)
-                runner.scaler = torch.amp.GradScaler('cuda', init_scale=float(self.loss_scale), growth_factor=1.0,
-                                                     backoff_factor=1.0)
+                kwargs = {}
+            elif isinstance(self.loss_scale, dict):
+                kwargs = self.loss_scale
+            else:  # a static scale: reset after every update, so it never grows or backs off (steps with inf/nan
+                kwargs = dict(init_scale=float(self.loss_scale))  # gradients are still skipped)
+            try:
+                runner.scaler = torch.amp.GradScaler(device.type, **kwargs)
+            except (RuntimeError, ValueError, TypeError, AttributeError, AssertionError) as e:
+                raise RuntimeError(f"amp='fp16': torch {torch.__version__} has no GradScaler for device "
+                                   f"{device.type!r} ({e}); use amp='bf16' or a CUDA device") from e
             if 'scaler' in runner._resumed:
                 runner.scaler.load_state_dict(runner._resumed.pop('scaler'))
+            self._static_scale = kwargs['init_scale'] if isinstance(self.loss_scale, (int, float)) else None
         elif self.amp == 'bf16':
             runner.amp_dtype = torch.bfloat16
 
@@ -592,11 +605,11 @@ class OptimizerHook(Hook):
                 runner.log_buffer.update(dict(grad_norm=float(grad_norm)), runner.outputs['num_samples'])
         if runner.scaler is not None:
             runner.scaler.step(optimizer)                              # 5. (skipped if gradients are inf/nan)
-            runner.scaler.update()
+            runner.scaler.update(self._static_scale)               # None: the dynamic rule
         else:
             optimizer.step()                                           # 5.
 
-# %% ../nbs/15_runner.ipynb 51
+# %% ../nbs/15_runner.ipynb 56
 @HOOKS.register_module()
 class CheckInvalidLossHook(Hook):
     "Stop with a `FloatingPointError` naming the iteration and the loss terms when the loss is NaN or Inf."
@@ -612,7 +625,7 @@ class CheckInvalidLossHook(Hook):
             raise FloatingPointError(f'loss is not finite at iteration {runner.iter + 1} (epoch {runner.epoch + 1}, '
                                      f'iteration {runner.inner_iter + 1} of the epoch): {terms}')
 
-# %% ../nbs/15_runner.ipynb 54
+# %% ../nbs/15_runner.ipynb 59
 def _learndet_version() -> str:
     try:
         from learndet import __version__
@@ -656,7 +669,7 @@ def save_checkpoint(model: nn.Module, filename: str, optimizer: torch.optim.Opti
     atomic_save(checkpoint, filename)
     return filename
 
-# %% ../nbs/15_runner.ipynb 56
+# %% ../nbs/15_runner.ipynb 61
 def load_checkpoint(model: nn.Module, filename: str, map_location: str | torch.device = 'cpu', strict: bool = False,
                     logger: logging.Logger | None = None, use_ema: bool = False, weights_only: bool = True) -> dict:
     "Load weights from `filename` into `model` (`use_ema`: the EMA weights if saved); return the checkpoint dict."
@@ -676,7 +689,7 @@ def load_checkpoint(model: nn.Module, filename: str, map_location: str | torch.d
                                          f'unexpected keys: {unexpected}')
     return dict(checkpoint) if key in checkpoint else dict(state_dict=checkpoint)
 
-# %% ../nbs/15_runner.ipynb 61
+# %% ../nbs/15_runner.ipynb 66
 def _progress(self: BaseRunner) -> dict:
     "Counters of *completed* work, as a resume needs them (called from a hook inside or after an iteration)."
     if self.mode == 'train' and self._in_train_iter():
@@ -734,7 +747,7 @@ BaseRunner._progress = _progress
 BaseRunner._in_train_iter = _in_train_iter
 BaseRunner.save_checkpoint = _runner_save_checkpoint
 
-# %% ../nbs/15_runner.ipynb 62
+# %% ../nbs/15_runner.ipynb 67
 def _runner_load_checkpoint(self: BaseRunner, filename: str, map_location='cpu', strict: bool = False) -> dict:
     "`load_from`: the model's weights only; training starts from epoch 0 with a fresh optimizer."
     self.logger.info(f'load checkpoint from {filename}')
@@ -767,7 +780,7 @@ def _resume(self: BaseRunner, filename: str, resume_optimizer: bool = True, map_
 BaseRunner.load_checkpoint = _runner_load_checkpoint
 BaseRunner.resume = _resume
 
-# %% ../nbs/15_runner.ipynb 64
+# %% ../nbs/15_runner.ipynb 69
 @HOOKS.register_module()
 class CheckpointHook(Hook):
     "Save every `interval` epochs (or iterations), keep the last `max_keep_ckpts` (-1: all), rank 0 only."
@@ -811,7 +824,7 @@ class CheckpointHook(Hook):
     def state_dict(self): return dict(saved=list(self.saved))
     def load_state_dict(self, state): self.saved = list(state.get('saved', []))
 
-# %% ../nbs/15_runner.ipynb 68
+# %% ../nbs/15_runner.ipynb 73
 @RUNNERS.register_module()
 class IterBasedRunner(BaseRunner):
     "Train by iterations: `run(data_loaders, workflow)` until `max_iters`; `workflow` counts iterations."
@@ -882,7 +895,7 @@ class IterBasedRunner(BaseRunner):
         return super().register_training_hooks(iters(lr_config), optimizer_config, iters(checkpoint_config),
                                                log_config, iters(momentum_config), **kwargs)
 
-# %% ../nbs/15_runner.ipynb 71
+# %% ../nbs/15_runner.ipynb 76
 def _as_dict(cfg) -> dict | None:
     if cfg is None:
         return None
@@ -957,7 +970,7 @@ def build_runner(cfg: Mapping, default_args: Mapping | None = None) -> BaseRunne
     "Build a runner from `cfg` (e.g. `dict(type='EpochBasedRunner', max_epochs=12)`) in the RUNNERS registry."
     return build_from_cfg(cfg, RUNNERS, default_args)
 
-# %% ../nbs/15_runner.ipynb 77
+# %% ../nbs/15_runner.ipynb 82
 def wrap_ddp(model: nn.Module, **kwargs) -> nn.Module:
     "Wrap `model` in DistributedDataParallel on this process's device (CUDA: LOCAL_RANK; CPU: gloo)."
     if not (dist.is_available() and dist.is_initialized()):

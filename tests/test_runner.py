@@ -145,7 +145,7 @@ class Interrupt(Hook):
             raise KeyboardInterrupt(f'interrupted after iteration {self.at}')
 
 
-def full_hooks_runner(work_dir, runner_type, seed, by_epoch_ckpt, extra=()):
+def full_hooks_runner(work_dir, runner_type, seed, by_epoch_ckpt, extra=(), optimizer_config=None):
     model, opt, loader = make(seed=seed)
     val = torch.utils.data.DataLoader(ToyDataset(16, seed=3), batch_size=8)
     runner_cfg = dict(type=runner_type, max_epochs=4) if runner_type == 'EpochBasedRunner' else \
@@ -157,7 +157,7 @@ def full_hooks_runner(work_dir, runner_type, seed, by_epoch_ckpt, extra=()):
               dict(policy='cyclic', target_ratio=(5, 1e-3), cyclic_times=2))
     momentum_cfg = None if runner_type == 'EpochBasedRunner' else dict(policy='cyclic', cyclic_times=2)
     r.register_training_hooks(
-        lr_cfg, dict(grad_clip=dict(max_norm=1.0)),
+        lr_cfg, optimizer_config or dict(grad_clip=dict(max_norm=1.0)),
         dict(interval=1 if by_epoch_ckpt else 5, by_epoch=by_epoch_ckpt, max_keep_ckpts=3),
         dict(interval=3, hooks=[dict(type='TextLoggerHook', by_epoch=runner_type == 'EpochBasedRunner')]),
         momentum_config=momentum_cfg,
@@ -208,6 +208,26 @@ def test_resume_is_exact(tmp_path, runner_type, by_epoch_ckpt, stop_at, resume_f
     from learndet import __version__
     assert meta['learndet_version'] == __version__
     assert 'ema_state_dict' in ckpt and 'rng' in ckpt
+
+
+def test_resume_is_exact_with_fp16_scaler(tmp_path):
+    """fp16 autocast + a dynamic GradScaler (on the CPU): the scaler's state is checkpointed and restored, so the
+    resumed run skips the same steps and ends equal. The scale starts too high so that it backs off, then grows."""
+    opt_cfg = dict(grad_clip=dict(max_norm=1.0), amp='fp16', loss_scale=dict(init_scale=2.**22, growth_interval=3))
+    full, loader = full_hooks_runner(str(tmp_path / 'full'), 'EpochBasedRunner', 0, False, optimizer_config=opt_cfg)
+    full.run([loader], [('train', 1)])
+    wd = str(tmp_path / 'split')
+    first, loader = full_hooks_runner(wd, 'EpochBasedRunner', 0, False, extra=[Interrupt(17)],
+                                      optimizer_config=opt_cfg)
+    with pytest.raises(KeyboardInterrupt):
+        first.run([loader], [('train', 1)])
+    saved = torch.load(osp.join(wd, 'iter_15.pth'), weights_only=True)['scaler']
+    assert saved['scale'] != 2.**22                         # the scale had moved by then, so restoring it matters
+    second, loader = full_hooks_runner(wd, 'EpochBasedRunner', 123, False, optimizer_config=opt_cfg)
+    second.resume(osp.join(wd, 'iter_15.pth'))
+    second.run([loader], [('train', 1)])
+    assert_same_state(full, second)
+    assert full.scaler.state_dict() == second.scaler.state_dict()
 
 
 def test_resume_without_optimizer_state_is_refused(tmp_path):
