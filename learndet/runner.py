@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import DATASETS, DETECTORS, HOOKS, RUNNERS, build_from_cfg
+from .core import to_device
 
 # %% auto 0
 __all__ = ['PRIORITIES', 'STAGES', 'ToyRegressor', 'ToyDataset', 'parse_losses', 'get_priority', 'priority_name', 'Hook',
@@ -376,11 +377,13 @@ def _autocast(self: BaseRunner):
     return torch.autocast(device_type=device.type, dtype=self.amp_dtype)
 
 def _run_iter(self: BaseRunner, data_batch, train_mode: bool):
-    "Steps 1-2 of the loop: forward and sum of losses -> `self.outputs` = dict(loss, log_vars, num_samples)."
+    """Steps 1-2 of the loop: forward and sum of losses -> `self.outputs` = dict(loss, log_vars, num_samples).
+    The batch's tensors are moved to the model's device first (a no-op on the CPU), so loaders stay device-free."""
     with self.autocast():
         if self.batch_processor is not None:
             outputs = self.batch_processor(self.model, data_batch, train_mode=train_mode)
         else:
+            data_batch = to_device(data_batch, next(unwrap_model(self.model).parameters()).device)  # the model's device
             losses = self.model(**data_batch) if isinstance(data_batch, Mapping) else self.model(*data_batch)  # 1.
             loss, log_vars = parse_losses(losses)                                                              # 2.
             outputs = dict(loss=loss, log_vars=log_vars, num_samples=_batch_size(data_batch))
