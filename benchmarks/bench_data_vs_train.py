@@ -3,6 +3,7 @@
 
     python benchmarks/bench_data_vs_train.py                                  # the tiny shapes RetinaNet
     python benchmarks/bench_data_vs_train.py --config retinanet/retinanet_r50_fpn_1x_coco.py ...
+    python benchmarks/bench_data_vs_train.py --cfg-options "data.train.pipeline.2.img_scale=(512,512)"
     python benchmarks/bench_data_vs_train.py --iters 4 --repeats 1 --num-images 16   # smoke run
 
 Three measurements, each the median of --repeats:
@@ -101,11 +102,13 @@ def main(argv=None):
     p.add_argument('--iters', type=int, default=8, help='batches per measured pass')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--device', default='cpu')
+    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='config overrides, e.g. "data.train.pipeline.2.img_scale=(512,512)" data.workers_per_gpu=0')
     args = p.parse_args(argv)
     device = get_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / 'shapes'
-        cfg = load_config(args.config, [f'data_root={root}/'])
+        cfg = load_config(args.config, args.cfg_options)
         train = cfg.data.train
         train.ann_file, train.img_prefix = str(root / 'annotations/instances_train.json'), str(root / 'train')
         train.generate = dict(train.get('generate', {}), num_images=args.num_images)

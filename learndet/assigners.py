@@ -19,9 +19,9 @@ from .core import subplots, show_image, draw_boxes
 
 # %% auto 0
 __all__ = ['ASSIGN_IGNORE', 'ASSIGN_NEGATIVE', 'ASSIGN_FIRST_GT', 'ATSS_INF', 'FCOS_INF', 'FCOS_REGRESS_RANGES', 'AssignResult',
-           'plot_assignment', 'low_quality_matches', 'max_iou_assign', 'bbox_overlaps_chunked', 'MaxIoUAssigner',
-           'ATSSAssigner', 'FCOSTargets', 'fcos_point_targets', 'assignment_view', 'plot_assignment_view',
-           'assignment_widget_update', 'assignment_widget']
+           'plot_assignment', 'low_quality_matches', 'max_iou_assign', 'MaxIoUAssigner', 'ATSSAssigner', 'FCOSTargets',
+           'fcos_point_targets', 'assignment_view', 'plot_assignment_view', 'assignment_widget_update',
+           'assignment_widget']
 
 # %% ../nbs/08_assigners.ipynb 6
 ASSIGN_IGNORE = -1    # gt_inds code: no loss for this prior
@@ -176,28 +176,7 @@ def max_iou_assign(overlaps: torch.Tensor, gt_labels: torch.Tensor | None = None
         gt_inds = torch.where(claims > 0, claims, gt_inds)
     return AssignResult(num_gts, gt_inds, max_overlaps, _labels_of(gt_inds, gt_labels))
 
-# %% ../nbs/08_assigners.ipynb 40
-def bbox_overlaps_chunked(bboxes1: torch.Tensor, bboxes2: torch.Tensor, chunk_size: int | None = None,
-                          eps: float = 1e-6) -> torch.Tensor:
-    """IoU of `Tensor[M, 4]` with `Tensor[N, 4]` xyxy -> `Tensor[M, N]`, equal to `bbox_overlaps(mode='iou')` bit for
-    bit; on the CPU computed `chunk_size` (default `32768 // M`) columns at a time: faster, intermediates stay in cache."""
-    if bboxes2.device.type != 'cpu' or bboxes1.numel() == 0 or bboxes2.numel() == 0:
-        return bbox_overlaps(bboxes1, bboxes2, eps=eps)
-    chunk_size = chunk_size or max(1, 32768 // bboxes1.shape[0])
-    out = bboxes1.new_empty((bboxes1.shape[0], bboxes2.shape[0]))
-    area1 = (bboxes1[:, 2:] - bboxes1[:, :2]).clamp(min=0).prod(-1)[:, None]     # (M, 1)
-    area2 = (bboxes2[:, 2:] - bboxes2[:, :2]).clamp(min=0).prod(-1)              # (N,)
-    x1, y1, x2, y2 = (bboxes1[:, i:i + 1] for i in range(4))                     # (M, 1) each
-    for start in range(0, bboxes2.shape[0], chunk_size):
-        b = bboxes2[start:start + chunk_size]                                    # (n, 4)
-        w = torch.minimum(x2, b[:, 2]).sub_(torch.maximum(x1, b[:, 0])).clamp_(min=0)   # (M, n)
-        h = torch.minimum(y2, b[:, 3]).sub_(torch.maximum(y1, b[:, 1])).clamp_(min=0)
-        inter = w.mul_(h)
-        union = (area1 + area2[start:start + chunk_size]).sub_(inter).clamp_(min=eps)
-        torch.div(inter, union, out=out[:, start:start + chunk_size])
-    return out
-
-# %% ../nbs/08_assigners.ipynb 45
+# %% ../nbs/08_assigners.ipynb 43
 def _check_boxes(t, name: str, cols=(4,)):
     if t is None:
         return
@@ -242,7 +221,7 @@ class MaxIoUAssigner:
         return (f'MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, '
                 f'min_pos_iou={self.min_pos_iou}, match_low_quality={self.match_low_quality})')
 
-# %% ../nbs/08_assigners.ipynb 46
+# %% ../nbs/08_assigners.ipynb 44
 def _max_iou_assigner_assign(self: MaxIoUAssigner, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
                              gt_bboxes_ignore: torch.Tensor | None = None,
                              gt_labels: torch.Tensor | None = None) -> AssignResult:
@@ -259,7 +238,7 @@ def _max_iou_assigner_assign(self: MaxIoUAssigner, bboxes: torch.Tensor, gt_bbox
         bboxes, gt_bboxes = bboxes.cpu(), gt_bboxes.cpu()
         gt_bboxes_ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore.cpu()
         gt_labels = None if gt_labels is None else gt_labels.cpu()
-    overlaps = bbox_overlaps_chunked(gt_bboxes, bboxes)                            # (G, N)
+    overlaps = bbox_overlaps(gt_bboxes, bboxes)                                    # (G, N)
     if (self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None and gt_bboxes_ignore.numel() > 0
             and bboxes.numel() > 0):
         gt_bboxes_ignore = gt_bboxes_ignore.reshape(-1, 4)
@@ -273,7 +252,7 @@ def _max_iou_assigner_assign(self: MaxIoUAssigner, bboxes: torch.Tensor, gt_bbox
 
 MaxIoUAssigner.assign = _max_iou_assigner_assign
 
-# %% ../nbs/08_assigners.ipynb 60
+# %% ../nbs/08_assigners.ipynb 58
 ATSS_INF = 100000000
 
 @BBOX_ASSIGNERS.register_module()
@@ -296,7 +275,7 @@ class ATSSAssigner:
             raise ValueError(f'ATSSAssigner: num_level_bboxes {list(num_level_bboxes)} add up to {sum(num_level_bboxes)}, '
                              f'but there are {len(bboxes)} bboxes')
         num_gt, num_bboxes = len(gt_bboxes), len(bboxes)
-        overlaps = bbox_overlaps_chunked(gt_bboxes, bboxes).t()                        # (G, N) -> (N, G)
+        overlaps = bbox_overlaps(gt_bboxes, bboxes).t()                                # (G, N) -> (N, G)
         gt_inds = overlaps.new_full((num_bboxes,), ASSIGN_NEGATIVE, dtype=torch.long)
         if num_gt == 0 or num_bboxes == 0:
             labels = None if gt_labels is None else gt_inds.new_full((num_bboxes,), -1)
@@ -333,7 +312,7 @@ class ATSSAssigner:
         gt_inds[assigned] = argmax_overlaps[assigned] + ASSIGN_FIRST_GT
         return AssignResult(num_gt, gt_inds, max_overlaps, _labels_of(gt_inds, gt_labels))
 
-# %% ../nbs/08_assigners.ipynb 68
+# %% ../nbs/08_assigners.ipynb 66
 FCOS_INF = 100000000
 
 class FCOSTargets(NamedTuple):
@@ -386,7 +365,7 @@ def fcos_point_targets(points: torch.Tensor, gt_bboxes: torch.Tensor, gt_labels:
     gt_inds = torch.where(background, torch.zeros_like(min_area_inds), min_area_inds + ASSIGN_FIRST_GT)
     return FCOSTargets(labels, bbox_targets[torch.arange(num_points, device=points.device), min_area_inds], gt_inds)
 
-# %% ../nbs/08_assigners.ipynb 75
+# %% ../nbs/08_assigners.ipynb 73
 FCOS_REGRESS_RANGES = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, FCOS_INF))
 
 def assignment_view(img_shape: tuple, gt_bboxes: torch.Tensor, assigner: str = 'MaxIoU', pos_iou_thr: float = 0.5,
@@ -432,7 +411,7 @@ def assignment_view(img_shape: tuple, gt_bboxes: torch.Tensor, assigner: str = '
                 best_iou=best_iou, counts=dict(positive=int(result.pos_mask.sum()), negative=int(result.neg_mask.sum()),
                                                ignored=int(result.ignore_mask.sum())))
 
-# %% ../nbs/08_assigners.ipynb 78
+# %% ../nbs/08_assigners.ipynb 76
 def plot_assignment_view(img, view: dict, axs=None):
     "Draw an `assignment_view`: the image with GTs and assigned priors, and a histogram of best IoUs. Returns the axes."
     if axs is None:

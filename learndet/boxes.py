@@ -15,9 +15,10 @@ from torch import Tensor
 from torchvision import ops as tv_ops
 
 # %% auto 0
-__all__ = ['bbox_xyxy_to_xywh', 'bbox_xywh_to_xyxy', 'bbox_xyxy_to_cxcywh', 'bbox_cxcywh_to_xyxy', 'bbox_area', 'bbox_overlaps',
-           'bbox_clip', 'bbox_flip', 'bbox2roi', 'bbox2result', 'distance2bbox', 'bbox2distance', 'nms', 'batched_nms',
-           'soft_nms', 'multiclass_nms']
+__all__ = ['CHUNK_PAIRS', 'CHUNK_MIN_PAIRS', 'bbox_xyxy_to_xywh', 'bbox_xywh_to_xyxy', 'bbox_xyxy_to_cxcywh',
+           'bbox_cxcywh_to_xyxy', 'bbox_area', 'bbox_overlaps', 'bbox_overlaps_np', 'bbox_clip', 'bbox_flip',
+           'bbox2roi', 'bbox2result', 'distance2bbox', 'bbox2distance', 'nms', 'batched_nms', 'soft_nms',
+           'multiclass_nms']
 
 # %% ../nbs/03_boxes.ipynb 6
 def bbox_xyxy_to_xywh(bboxes: Tensor) -> Tensor:
@@ -47,11 +48,34 @@ def bbox_area(bboxes: Tensor) -> Tensor:
     return wh[..., 0] * wh[..., 1]
 
 # %% ../nbs/03_boxes.ipynb 25
+CHUNK_PAIRS = 2**15        # pairs per piece when bbox_overlaps computes a matrix in pieces: PyTorch's grain size
+CHUNK_MIN_PAIRS = 2**21    # on the CPU, matrices with at least this many pairs are computed in pieces
+
+def _overlaps(b1: Tensor, b2: Tensor, mode: str, eps: float) -> Tensor:
+    "IoU / IoF / GIoU of xyxy boxes `b1` `(..., 4)` and `b2` `(..., 4)` that broadcast against each other -> `(...)`."
+    area1, area2 = bbox_area(b1), bbox_area(b2)
+    w = (torch.minimum(b1[..., 2], b2[..., 2]) - torch.maximum(b1[..., 0], b2[..., 0])).clamp(min=0)
+    h = (torch.minimum(b1[..., 3], b2[..., 3]) - torch.maximum(b1[..., 1], b2[..., 1])).clamp(min=0)
+    overlap = w * h                                                # 0 for disjoint boxes
+    union = area1 + area2 - overlap if mode in ('iou', 'giou') else area1.expand_as(overlap)
+    union = union.clamp(min=eps)
+    ious = overlap / union
+    if mode != 'giou':
+        return ious
+    enclose_w = (torch.maximum(b1[..., 2], b2[..., 2]) - torch.minimum(b1[..., 0], b2[..., 0])).clamp(min=0)
+    enclose_h = (torch.maximum(b1[..., 3], b2[..., 3]) - torch.minimum(b1[..., 1], b2[..., 1])).clamp(min=0)
+    enclose_area = (enclose_w * enclose_h).clamp(min=eps)
+    return ious - (enclose_area - union) / enclose_area
+
+# %% ../nbs/03_boxes.ipynb 26
 def bbox_overlaps(bboxes1: Tensor, bboxes2: Tensor, mode: str = 'iou', is_aligned: bool = False,
-                  eps: float = 1e-6) -> Tensor:
+                  eps: float = 1e-6, chunk_pairs: int | None = None) -> Tensor:
     """Overlaps between `bboxes1` `Tensor[..., m, 4]` and `bboxes2` `Tensor[..., n, 4]` (xyxy, same leading axes)
     -> `Tensor[..., m, n]`, or `Tensor[..., m]` when `is_aligned` (pairs `(i, i)`; needs m == n).
-    `mode`: 'iou', 'iof' (intersection over the area of `bboxes1`) or 'giou'. Unions are floored at `eps`."""
+    `mode`: 'iou', 'iof' (intersection over the area of `bboxes1`) or 'giou'. Unions are floored at `eps`.
+    `chunk_pairs`: compute the matrix about that many pairs at a time (0: in one go); by default `CHUNK_PAIRS` at a
+    time for matrices of at least `CHUNK_MIN_PAIRS` pairs on the CPU (faster there), in one go otherwise.
+    The result is the same bit for bit either way."""
     if mode not in ('iou', 'iof', 'giou'):
         raise ValueError(f"bbox_overlaps: mode must be 'iou', 'iof' or 'giou', got {mode!r}")
     bboxes1, bboxes2 = _as_boxes(bboxes1, 'bboxes1'), _as_boxes(bboxes2, 'bboxes2')
@@ -63,20 +87,34 @@ def bbox_overlaps(bboxes1: Tensor, bboxes2: Tensor, mode: str = 'iou', is_aligne
     if rows * cols == 0:
         return bboxes1.new_zeros(batch_shape + ((rows,) if is_aligned else (rows, cols)))
     if is_aligned:
-        b1, b2 = bboxes1, bboxes2                                  # (..., m, 4) with (..., m, 4)
-    else:
-        b1, b2 = bboxes1[..., :, None, :], bboxes2[..., None, :, :]   # (..., m, 1, 4) with (..., 1, n, 4)
-    area1, area2 = bbox_area(b1), bbox_area(b2)
-    wh = (torch.minimum(b1[..., 2:], b2[..., 2:]) - torch.maximum(b1[..., :2], b2[..., :2])).clamp(min=0)
-    overlap = wh[..., 0] * wh[..., 1]                              # (..., m, n) or (..., m)
-    union = area1 + area2 - overlap if mode in ('iou', 'giou') else area1.expand_as(overlap)
-    union = union.clamp(min=eps)
-    ious = overlap / union
-    if mode != 'giou':
-        return ious
-    enclose_wh = (torch.maximum(b1[..., 2:], b2[..., 2:]) - torch.minimum(b1[..., :2], b2[..., :2])).clamp(min=0)
-    enclose_area = (enclose_wh[..., 0] * enclose_wh[..., 1]).clamp(min=eps)
-    return ious - (enclose_area - union) / enclose_area
+        return _overlaps(bboxes1, bboxes2, mode, eps)                # (..., m, 4) with (..., m, 4) -> (..., m)
+    b1, b2 = bboxes1[..., :, None, :], bboxes2[..., None, :, :]       # (..., m, 1, 4) with (..., 1, n, 4)
+    if chunk_pairs is None:
+        big = bboxes1.device.type == 'cpu' and bboxes1[..., 0].numel() * cols >= CHUNK_MIN_PAIRS
+        chunk_pairs = CHUNK_PAIRS if big else 0
+    if chunk_pairs <= 0:
+        return _overlaps(b1, b2, mode, eps)                           # (..., m, n) in one go
+    return _overlaps_in_pieces(b1, b2, mode, eps, chunk_pairs)
+
+def _overlaps_in_pieces(b1: Tensor, b2: Tensor, mode: str, eps: float, chunk_pairs: int) -> Tensor:
+    "`_overlaps` of `(..., m, 1, 4)` with `(..., 1, n, 4)` -> `(..., m, n)`, a block of rows (or columns if n > m) at a time."
+    rows, cols = b1.shape[-3], b2.shape[-2]
+    by_rows = rows >= cols
+    line = b1[..., 0, 0, 0].numel() * (cols if by_rows else rows)   # pairs in one row (or one column)
+    step = max(1, chunk_pairs // line)
+    out = None
+    for start in range(0, rows if by_rows else cols, step):
+        if by_rows:
+            piece = _overlaps(b1[..., start:start + step, :, :], b2, mode, eps)   # (..., step, n)
+        else:
+            piece = _overlaps(b1, b2[..., :, start:start + step, :], mode, eps)   # (..., m, step)
+        if out is None:
+            out = piece.new_empty(b1.shape[:-3] + (rows, cols))
+        if by_rows:
+            out[..., start:start + step, :] = piece
+        else:
+            out[..., :, start:start + step] = piece
+    return out
 
 def _as_boxes(bboxes: Tensor, name: str) -> Tensor:
     "Check that `bboxes` is a tensor of shape (..., n, 4); an empty 1-d tensor is read as (0, 4)."
@@ -88,7 +126,35 @@ def _as_boxes(bboxes: Tensor, name: str) -> Tensor:
         raise ValueError(f'{name} must have shape (..., n, 4), got {tuple(bboxes.shape)}')
     return bboxes
 
-# %% ../nbs/03_boxes.ipynb 33
+# %% ../nbs/03_boxes.ipynb 38
+def bbox_overlaps_np(bboxes1: np.ndarray, bboxes2: np.ndarray, mode: str = 'iou', eps: float = 1e-6,
+                     use_legacy_coordinate: bool = False) -> np.ndarray:
+    """NumPy twin of `bbox_overlaps`: xyxy boxes `(m, 4)` and `(n, 4)` -> `(m, n)` float32, mode 'iou' or 'iof'.
+    `use_legacy_coordinate` counts pixels (a box is `x2 - x1 + 1` wide), as the old VOC devkit does."""
+    if mode not in ('iou', 'iof'):
+        raise ValueError(f"bbox_overlaps_np: mode must be 'iou' or 'iof', got {mode!r}")
+    b1, b2 = _as_boxes_np(bboxes1, 'bboxes1'), _as_boxes_np(bboxes2, 'bboxes2')
+    if use_legacy_coordinate:                          # pixels: every side (and every overlap side) one longer
+        b1, b2 = b1 + np.float32([0, 0, 1, 1]), b2 + np.float32([0, 0, 1, 1])
+    b1, b2 = b1[:, None, :], b2[None, :, :]                                           # (m, 1, 4) and (1, n, 4)
+    area1 = np.clip(b1[..., 2] - b1[..., 0], 0, None) * np.clip(b1[..., 3] - b1[..., 1], 0, None)   # (m, 1)
+    area2 = np.clip(b2[..., 2] - b2[..., 0], 0, None) * np.clip(b2[..., 3] - b2[..., 1], 0, None)   # (1, n)
+    w = np.clip(np.minimum(b1[..., 2], b2[..., 2]) - np.maximum(b1[..., 0], b2[..., 0]), 0, None)   # (m, n)
+    h = np.clip(np.minimum(b1[..., 3], b2[..., 3]) - np.maximum(b1[..., 1], b2[..., 1]), 0, None)
+    overlap = w * h
+    union = area1 + area2 - overlap if mode == 'iou' else np.broadcast_to(area1, overlap.shape)
+    return overlap / np.maximum(union, np.float32(eps))
+
+def _as_boxes_np(bboxes, name: str) -> np.ndarray:
+    "`bboxes` as a float32 array of shape (n, 4); any empty input is read as (0, 4)."
+    boxes = np.asarray(bboxes, dtype=np.float32)
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f'bbox_overlaps_np: {name} must have shape (n, 4), got {boxes.shape}')
+    return boxes
+
+# %% ../nbs/03_boxes.ipynb 43
 def bbox_clip(bboxes: Tensor, img_shape) -> Tensor:
     """Clip xyxy boxes `Tensor[..., 4k]` to an image: x to [0, w], y to [0, h]. `img_shape` is (h, w, ...), or
     for boxes `(B, N, 4k)` one (h, w, ...) per image (`Tensor[B, >=2]` or a list of B shapes). Returns a new tensor."""
@@ -106,7 +172,7 @@ def bbox_clip(bboxes: Tensor, img_shape) -> Tensor:
         max_xyxy = max_xyxy[:, None, :]                                      # (B, 1, 4k)
     return torch.minimum(bboxes.clamp(min=0), max_xyxy)
 
-# %% ../nbs/03_boxes.ipynb 38
+# %% ../nbs/03_boxes.ipynb 48
 def bbox_flip(bboxes, img_shape, direction: str = 'horizontal'):
     """Flip xyxy boxes `Tensor[..., 4k]` (or an ndarray) inside an image of shape (h, w, ...);
     `direction` is 'horizontal', 'vertical' or 'diagonal'. Returns a new tensor/array."""
@@ -124,7 +190,7 @@ def bbox_flip(bboxes, img_shape, direction: str = 'horizontal'):
         flipped[..., 3::4] = h - bboxes[..., 1::4]
     return flipped
 
-# %% ../nbs/03_boxes.ipynb 42
+# %% ../nbs/03_boxes.ipynb 52
 def bbox2roi(bbox_list: Sequence[Tensor]) -> Tensor:
     "Per-image boxes [`Tensor[n_i, 4]` (or more columns; the first 4 are used)] -> RoIs `Tensor[sum n_i, 5]` `(img_index, x1, y1, x2, y2)`."
     rois = []
@@ -146,7 +212,7 @@ def bbox2result(bboxes, labels, num_classes: int) -> list[np.ndarray]:
         raise ValueError(f'bbox2result: labels must be in [0, {num_classes - 1}], got {labels.min()}..{labels.max()}')
     return [bboxes[labels == i] for i in range(num_classes)]
 
-# %% ../nbs/03_boxes.ipynb 48
+# %% ../nbs/03_boxes.ipynb 58
 def distance2bbox(points: Tensor, distance: Tensor, max_shape=None) -> Tensor:
     """Points `Tensor[..., N, 2]` and distances `Tensor[..., N, 4]` (left, top, right, bottom) -> xyxy boxes
     `Tensor[..., N, 4]`, clipped to `max_shape` (h, w) — or one shape per image for batched input — if given."""
@@ -161,7 +227,7 @@ def bbox2distance(points: Tensor, bbox: Tensor, max_dis: float | None = None, ep
     dist = torch.stack([x - bbox[..., 0], y - bbox[..., 1], bbox[..., 2] - x, bbox[..., 3] - y], -1)
     return dist if max_dis is None else dist.clamp(min=0, max=max_dis - eps)
 
-# %% ../nbs/03_boxes.ipynb 64
+# %% ../nbs/03_boxes.ipynb 74
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float = 0., max_num: int = -1
         ) -> tuple[Tensor, Tensor]:
     """Greedy NMS (torchvision's kernel): boxes `Tensor[N, 4]` xyxy, scores `Tensor[N]` -> dets `Tensor[k, 5]`
@@ -204,7 +270,7 @@ def _nms_op(nms_type: str):
         return fn(boxes, scores, **kwargs)
     return checked
 
-# %% ../nbs/03_boxes.ipynb 70
+# %% ../nbs/03_boxes.ipynb 80
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: Mapping | None, class_agnostic: bool = False
                 ) -> tuple[Tensor, Tensor]:
     """NMS within each category: boxes `Tensor[N, 4]` xyxy, scores `Tensor[N]`, category indices `Tensor[N]`.
@@ -241,7 +307,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: Mapping | 
         keep, kept_scores = keep[:max_num], kept_scores[:max_num]
     return torch.cat([boxes[keep], kept_scores[:, None]], -1), keep
 
-# %% ../nbs/03_boxes.ipynb 75
+# %% ../nbs/03_boxes.ipynb 87
 def soft_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.3, sigma: float = 0.5, min_score: float = 1e-3,
              method: str = 'linear', max_num: int = -1) -> tuple[Tensor, Tensor]:
     """Soft-NMS: boxes `Tensor[N, 4]` xyxy, scores `Tensor[N]` -> dets `Tensor[k, 5]` with decayed scores, in the
@@ -273,7 +339,7 @@ def soft_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.3, sigma: f
 
 _NMS_OPS['soft_nms'] = soft_nms      # nms_cfg type='soft_nms' selects it
 
-# %% ../nbs/03_boxes.ipynb 81
+# %% ../nbs/03_boxes.ipynb 93
 def multiclass_nms(multi_bboxes: Tensor, multi_scores: Tensor, score_thr: float, nms_cfg: Mapping | None,
                    max_num: int = -1, score_factors: Tensor | None = None, return_inds: bool = False):
     """NMS for a multi-class head. `multi_bboxes` `Tensor[n, 4]` (shared) or `Tensor[n, K*4]` (per class) xyxy;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import inspect
 import json
 import os.path as osp
 import time
@@ -17,6 +18,7 @@ from torch import nn
 
 from .registry import HOOKS
 from .runner import Hook, unwrap_model, get_dist_info, get_rng_state, set_rng_state
+from .core import to_device
 
 # %% auto 0
 __all__ = ['IterTimerHook', 'TextLoggerHook', 'ProgressBarHook', 'single_gpu_test', 'EvalHook', 'EMAHook']
@@ -210,20 +212,22 @@ class ProgressBarHook(Hook):
             self.pb.on_iter_end()
 
 # %% ../nbs/15b_hooks.ipynb 18
-from .core import to_device
+def _accepts(fn: Callable, name: str) -> bool:
+    "Whether `fn` takes a keyword argument `name` (by name or through `**kwargs`)."
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 @torch.no_grad()
 def single_gpu_test(model: nn.Module, data_loader, **kwargs) -> list:
-    "Run `model(return_loss=False, rescale=True, **batch)` over `data_loader`; one result per image, in order."
+    """Run `model(return_loss=False, rescale=True, **batch)` over `data_loader`; one result per image, in order.
+    Models whose `forward` takes no `rescale` (the toy model) are called without it."""
     model.eval()
     results = []
     device = next(model.parameters()).device
+    extra = dict(rescale=True) if _accepts(unwrap_model(model).forward, 'rescale') else {}
     for batch in data_loader:
         batch = to_device(batch, device)
-        try:
-            out = model(return_loss=False, rescale=True, **batch)
-        except TypeError:   # models without a `rescale` argument (the toy model)
-            out = model(return_loss=False, **batch)
+        out = model(return_loss=False, **extra, **batch)
         results.extend(list(out) if isinstance(out, (list, tuple, torch.Tensor)) else [out])
     return results
 

@@ -456,11 +456,7 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
 # %% ../nbs/09_losses.ipynb 94
 def _iou_centre_distance(pred: torch.Tensor, target: torch.Tensor, eps: float):
     "For aligned xyxy boxes (n, 4): IoU, squared centre distance rho2, squared enclosing diagonal c2, each (n,)."
-    wh = (torch.min(pred[:, 2:], target[:, 2:]) - torch.max(pred[:, :2], target[:, :2])).clamp(min=0)
-    overlap = wh[:, 0] * wh[:, 1]
-    area_pred = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-    area_target = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
-    ious = overlap / (area_pred + area_target - overlap + eps)
+    ious = bbox_overlaps(pred, target, is_aligned=True, eps=eps)                     # (n,), chapter 03
     enclose_wh = (torch.max(pred[:, 2:], target[:, 2:]) - torch.min(pred[:, :2], target[:, :2])).clamp(min=0)
     c2 = enclose_wh[:, 0] ** 2 + enclose_wh[:, 1] ** 2 + eps
     centre_pred, centre_target = (pred[:, :2] + pred[:, 2:]) / 2, (target[:, :2] + target[:, 2:]) / 2

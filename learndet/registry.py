@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import sys
 from typing import Any, Callable, Mapping
 
 # %% auto 0
@@ -16,11 +17,23 @@ __all__ = ['BACKBONES', 'NECKS', 'HEADS', 'ROI_EXTRACTORS', 'SHARED_HEADS', 'LOS
            'register_all_modules']
 
 # %% ../nbs/02_registry.ipynb 7
+def _session_token() -> object | None:
+    """An object that identifies the running IPython session (a notebook's kernel, or one notebook run by
+    `nbdev_test`), or `None` outside IPython."""
+    ipython = sys.modules.get('IPython.core.interactiveshell')
+    shell = getattr(getattr(ipython, 'InteractiveShell', None), '_instance', None)
+    if shell is None:
+        return None
+    if getattr(shell, '_learndet_session', None) is None:
+        shell._learndet_session = object()
+    return shell._learndet_session
+
 class Registry:
     "A named mapping from strings to classes (or functions) that config dicts can name by `type`."
     def __init__(self, name: str):
         self.name = name
         self._module_dict: dict[str, Callable] = {}
+        self._session: dict[str, tuple[object, Callable]] = {}  # a notebook's own copies of library classes
 
     @property
     def module_dict(self) -> dict[str, Callable]:
@@ -36,7 +49,10 @@ class Registry:
         return f'Registry({self.name!r}, {len(self)} items: {names})'
 
     def get(self, key: str) -> Callable | None:
-        "The class registered as `key`, or `None`."
+        "The class registered as `key` (in a notebook: its own copy of a library class, if it made one), or `None`."
+        session, obj = self._session.get(key, (None, None))
+        if session is not None and session is _session_token():
+            return obj
         return self._module_dict.get(key)
 
 # %% ../nbs/02_registry.ipynb 9
@@ -53,11 +69,17 @@ def _register(self: Registry, module: Callable, name: str | list[str] | None = N
     for n in names:
         if not isinstance(n, str):
             raise TypeError(f'{self.name} registry: names must be strings, got {n!r}')
-        if n in self._module_dict and not force and not _same_definition(self._module_dict[n], module):
+        old = self._module_dict.get(n)
+        if old is not None and not force and not _same_definition(old, module):
             raise KeyError(f'{n!r} is already registered in the {self.name} registry '
-                           f'(by {self._module_dict[n].__module__}.{self._module_dict[n].__qualname__}); '
-                           f'pass force=True to replace it')
-        self._module_dict[n] = module
+                           f'(by {old.__module__}.{old.__qualname__}); pass force=True to replace it')
+        session = _session_token()
+        if (old is not None and not force and session is not None and module.__module__ == '__main__'
+                and old.__module__ != '__main__'):
+            self._session[n] = (session, module)      # a notebook's copy of a library class: this session only
+        else:
+            self._module_dict[n] = module
+            self._session.pop(n, None)
     return module
 
 def _register_module(self: Registry, name: str | list[str] | None = None, force: bool = False,

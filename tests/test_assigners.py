@@ -15,7 +15,7 @@ from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
 
 from learndet.assigners import (ASSIGN_FIRST_GT, ASSIGN_IGNORE, ASSIGN_NEGATIVE, AssignResult, ATSSAssigner,
-                                MaxIoUAssigner, bbox_overlaps_chunked, fcos_point_targets, max_iou_assign,
+                                MaxIoUAssigner, fcos_point_targets, max_iou_assign,
                                 assignment_view, assignment_widget_update, assignment_widget)
 from learndet.boxes import bbox_overlaps
 from learndet.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, build_from_cfg
@@ -117,12 +117,15 @@ def test_matches_torchvision_matcher():
         assert torch.equal(res.gt_inds[confident] - 1, tv[confident])
 
 
-def test_chunked_iou_is_bitwise_equal():
+def test_assignment_on_a_big_prior_set_equals_the_one_broadcast_assignment():
+    "50 GTs x 50,000 priors: bbox_overlaps works in pieces there; the assignment must be the one-broadcast one exactly."
     g = torch.Generator().manual_seed(4)
-    a, b = random_boxes(37, g), random_boxes(5000, g)
-    b[:10, 2:] = b[:10, :2] - 1                             # inverted boxes
-    for chunk in (None, 1, 333, 10_000):
-        assert torch.equal(bbox_overlaps_chunked(a, b, chunk), bbox_overlaps(a, b))
+    gts, priors = random_boxes(50, g), random_boxes(50_000, g)
+    priors[:10, 2:] = priors[:10, :2] - 1                    # inverted boxes
+    priors[10:20] = gts[:10]                                # exact matches: ties at IoU 1
+    res = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.).assign(priors, gts)
+    ref = max_iou_assign(bbox_overlaps(gts, priors, chunk_pairs=0), None, 0.5, 0.4, 0.)
+    assert torch.equal(res.gt_inds, ref.gt_inds) and torch.equal(res.max_overlaps, ref.max_overlaps)
 
 
 def test_ignore_regions_and_labels():

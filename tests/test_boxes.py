@@ -3,7 +3,9 @@
 
 Run: pytest tests/test_boxes.py -q   (about 45 CPU-seconds; LEARNDET_HYPOTHESIS_EXAMPLES=200 for a quick run)
 """
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,8 @@ from hypothesis import strategies as st
 from torchvision import ops
 from torchvision.ops.boxes import _box_inter_union
 
-from learndet.boxes import (batched_nms, bbox2distance, bbox2result, bbox_clip, bbox_flip, bbox_overlaps,
-                            distance2bbox, multiclass_nms, nms, soft_nms)
+from learndet.boxes import (CHUNK_MIN_PAIRS, batched_nms, bbox2distance, bbox2result, bbox_clip, bbox_flip,
+                            bbox_overlaps, bbox_overlaps_np, distance2bbox, multiclass_nms, nms, soft_nms)
 
 MANY = settings(max_examples=int(os.environ.get('LEARNDET_HYPOTHESIS_EXAMPLES', 1500)), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -92,6 +94,65 @@ def test_aligned_and_batched_agree_with_the_matrix(data):
         torch.testing.assert_close(bbox_overlaps(b1, b2, mode, is_aligned=True), full.diagonal())
         batched = bbox_overlaps(torch.stack([b1, b2]), torch.stack([b2, b1]), mode)
         torch.testing.assert_close(batched, torch.stack([full, bbox_overlaps(b2, b1, mode)]))
+
+
+@SOME
+@given(st.data())
+def test_pieces_equal_one_broadcast_bit_for_bit(data):
+    "Computing the matrix in pieces (of rows or of columns, any size) gives exactly the single broadcast's bits."
+    b1, b2 = data.draw(box_sets(max_size=30)), data.draw(box_sets(max_size=30))
+    flip1 = torch.rand(len(b1)) < 0.2                      # some inverted boxes (x2 < x1, y2 < y1) too
+    b1[flip1] = b1[flip1][:, [2, 3, 0, 1]]
+    chunk = data.draw(st.integers(1, 300))
+    for mode in ('iou', 'iof', 'giou'):
+        whole = bbox_overlaps(b1, b2, mode, chunk_pairs=0)
+        assert torch.equal(bbox_overlaps(b1, b2, mode, chunk_pairs=chunk), whole)
+        assert torch.equal(bbox_overlaps(b2, b1, mode, chunk_pairs=chunk), bbox_overlaps(b2, b1, mode, chunk_pairs=0))
+        if len(b1) == len(b2):
+            pair = torch.stack([b1, b2]), torch.stack([b2, b1])
+            assert torch.equal(bbox_overlaps(*pair, mode, chunk_pairs=chunk), bbox_overlaps(*pair, mode, chunk_pairs=0))
+
+
+def test_big_cpu_matrix_is_computed_in_pieces_and_matches_torchvision(monkeypatch):
+    import learndet.boxes as boxes_module
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(40_000, 2, generator=g) * 1000
+    many = torch.cat([xy, xy + torch.rand(40_000, 2, generator=g) * 200 + 1], 1)
+    few = many[:60] + 5                                      # 60 x 40,000 = 2.4M pairs >= CHUNK_MIN_PAIRS
+    assert len(few) * len(many) >= CHUNK_MIN_PAIRS
+    calls = []
+    real = boxes_module._overlaps_in_pieces
+    monkeypatch.setattr(boxes_module, '_overlaps_in_pieces', lambda *a: calls.append(1) or real(*a))
+    for mode, peer in (('iou', ops.box_iou), ('giou', ops.generalized_box_iou)):
+        auto = bbox_overlaps(few, many, mode)
+        assert torch.equal(auto, bbox_overlaps(few, many, mode, chunk_pairs=0))
+        torch.testing.assert_close(auto, peer(few, many), atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2                                   # the automatic path took the pieces, twice
+    bbox_overlaps(few[:2], many[:100])                       # small: one broadcast
+    assert len(calls) == 2
+
+
+@MANY
+@given(box_sets(), box_sets(), st.booleans())
+def test_numpy_twin_matches_torch(b1, b2, legacy):
+    flip = torch.rand(len(b1)) < 0.2                        # inverted boxes count as empty in both
+    b1[flip] = b1[flip][:, [2, 3, 0, 1]]
+    shift = torch.tensor([0., 0., 1., 1.]) if legacy else torch.zeros(4)   # legacy: +1 on x2, y2 (pixels)
+    for mode in ('iou', 'iof'):
+        ours = bbox_overlaps_np(b1.numpy(), b2.numpy(), mode, use_legacy_coordinate=legacy)
+        assert ours.dtype == np.float32 and ours.shape == (len(b1), len(b2))
+        np.testing.assert_allclose(ours, bbox_overlaps(b1 + shift, b2 + shift, mode).numpy(), atol=1e-6, rtol=1e-6)
+
+
+def test_bench_iou_small_runs(capsys):
+    "Smoke run of benchmarks/bench_iou.py at tiny sizes (it asserts agreement inside; no timing assertions)."
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_iou.py'
+    spec = importlib.util.spec_from_file_location('bench_iou', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(['--small', '--repeats', '1'])
+    assert len(rows) == 9 and all(min(t[1:]) > 0 for t in rows)
+    assert '| case | bbox_overlaps (ms) | one broadcast (ms) | torchvision (ms) |' in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------- NMS
@@ -224,5 +285,7 @@ def test_bad_inputs_name_the_problem():
         bbox_overlaps(b, b, mode='diou')
     with pytest.raises(ValueError, match=r"shape \(\.\.\., n, 4\)"):
         bbox_overlaps(b[:, :2], b)
+    with pytest.raises(ValueError, match=r"bboxes2 must have shape \(n, 4\), got \(3, 2\)"):
+        bbox_overlaps_np(b.numpy(), b[:, :2].numpy())
     with pytest.raises(ValueError, match="unknown NMS type 'fancy'"):
         batched_nms(b, torch.rand(3), torch.zeros(3, dtype=torch.long), dict(type='fancy'))

@@ -166,7 +166,7 @@ def build_dataloader(dataset, samples_per_gpu: int, workers_per_gpu: int, num_gp
                       worker_init_fn=worker_init_fn, generator=generator,
                       persistent_workers=persistent_workers and num_workers > 0, **kwargs)
 
-# %% ../../nbs/05a_loader.ipynb 26
+# %% ../../nbs/05a_loader.ipynb 28
 _SKIP = ('DefaultFormatBundle', 'Normalize', 'Collect', 'ImageToTensor', 'ToTensor')
 
 def _strip_pipeline(cfg, skip: Sequence[str]):

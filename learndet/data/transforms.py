@@ -398,14 +398,9 @@ class PhotoMetricDistortion:
                 f'hue_delta={self.hue_delta})')
 
 # %% ../../nbs/05_transforms.ipynb 44
-def _iou_np(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    "IoU of one xyxy box (4,) with boxes (n, 4) -> (n,)."
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = w * h
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, 1e-6)
+from ..boxes import bbox_overlaps_np
 
+# %% ../../nbs/05_transforms.ipynb 45
 _BBOX2LABEL = {'gt_bboxes': 'gt_labels', 'gt_bboxes_ignore': 'gt_labels_ignore'}
 
 def _crop_boxes(results: dict, patch: np.ndarray, clip: bool, keep_fn) -> None:
@@ -470,7 +465,7 @@ class MinIoURandomCrop:
                 patch = np.array([int(left), int(top), int(left + new_w), int(top + new_h)])
                 if patch[2] == patch[0] or patch[3] == patch[1]:
                     continue
-                if len(boxes) and _iou_np(patch.astype(np.float32), boxes).min() < mode:
+                if len(boxes) and bbox_overlaps_np(patch[None], boxes).min() < mode:
                     continue
                 def centre_in(old, new, p=patch):
                     c = (old[:, :2] + old[:, 2:]) / 2

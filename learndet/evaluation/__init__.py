@@ -6,12 +6,12 @@
 __all__ = []
 
 # %% ../../nbs/17b_evaluation_package.ipynb 4
-from .mean_ap import (VOC_CLASSES, average_precision, bbox_overlaps, eval_map, eval_recalls,
-                                         get_cls_results, print_map_summary, print_recall_summary, tpfp_default)
+from .mean_ap import (VOC_CLASSES, average_precision, eval_map, eval_recalls, get_cls_results,
+                                         print_map_summary, print_recall_summary, tpfp_default)
 from .coco import (COCO_AREA_LABELS, COCO_AREA_RANGES, COCO_STAT_NAMES, ERROR_TYPES, coco_eval,
                                       coco_error_analysis, format_coco_stats, operating_point, plot_error_breakdown,
                                       plot_pr_curves, pr_curve, pr_widget, pr_widget_update, summarize, synthetic_coco)
-__all__ = ['VOC_CLASSES', 'average_precision', 'bbox_overlaps', 'eval_map', 'eval_recalls', 'get_cls_results',
+__all__ = ['VOC_CLASSES', 'average_precision', 'eval_map', 'eval_recalls', 'get_cls_results',
            'print_map_summary', 'print_recall_summary', 'tpfp_default', 'COCO_AREA_LABELS', 'COCO_AREA_RANGES',
            'COCO_STAT_NAMES', 'ERROR_TYPES', 'coco_eval', 'coco_error_analysis', 'format_coco_stats', 'operating_point',
            'plot_error_breakdown', 'plot_pr_curves', 'pr_curve', 'pr_widget', 'pr_widget_update', 'summarize', 'synthetic_coco']

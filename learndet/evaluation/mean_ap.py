@@ -12,30 +12,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 # %% auto 0
-__all__ = ['VOC_CLASSES', 'bbox_overlaps', 'average_precision', 'tpfp_default', 'get_cls_results', 'print_map_summary',
-           'eval_map', 'eval_recalls', 'print_recall_summary']
+__all__ = ['VOC_CLASSES', 'average_precision', 'tpfp_default', 'get_cls_results', 'print_map_summary', 'eval_map', 'eval_recalls',
+           'print_recall_summary']
 
 # %% ../../nbs/17_evaluation.ipynb 9
-def bbox_overlaps(bboxes1: np.ndarray, bboxes2: np.ndarray, mode: str = 'iou', eps: float = 1e-6,
-                  use_legacy_coordinate: bool = False) -> np.ndarray:
-    """IoU (or IoF: intersection over the area of `bboxes1`) of xyxy boxes, (n, 4) x (m, 4) -> (n, m) float32.
-    `use_legacy_coordinate` adds 1 to widths and heights (pixels as unit squares, old VOC devkit)."""
-    if mode not in ('iou', 'iof'):
-        raise ValueError(f"bbox_overlaps: mode must be 'iou' or 'iof', got {mode!r}")
-    extra = 1. if use_legacy_coordinate else 0.
-    b1 = np.asarray(bboxes1, np.float32).reshape(-1, np.shape(bboxes1)[-1] if np.size(bboxes1) else 4)[:, :4]
-    b2 = np.asarray(bboxes2, np.float32).reshape(-1, np.shape(bboxes2)[-1] if np.size(bboxes2) else 4)[:, :4]
-    if len(b1) * len(b2) == 0:
-        return np.zeros((len(b1), len(b2)), np.float32)
-    area1 = (b1[:, 2] - b1[:, 0] + extra) * (b1[:, 3] - b1[:, 1] + extra)          # (n,)
-    area2 = (b2[:, 2] - b2[:, 0] + extra) * (b2[:, 3] - b2[:, 1] + extra)          # (m,)
-    w = np.maximum(np.minimum(b1[:, None, 2], b2[None, :, 2]) - np.maximum(b1[:, None, 0], b2[None, :, 0]) + extra, 0)
-    h = np.maximum(np.minimum(b1[:, None, 3], b2[None, :, 3]) - np.maximum(b1[:, None, 1], b2[None, :, 1]) + extra, 0)
-    overlap = w * h                                                                  # (n, m)
-    union = area1[:, None] + area2[None, :] - overlap if mode == 'iou' else np.broadcast_to(area1[:, None], overlap.shape)
-    return (overlap / np.maximum(union, np.float32(eps))).astype(np.float32)
+from ..boxes import bbox_overlaps_np
 
-# %% ../../nbs/17_evaluation.ipynb 24
+# %% ../../nbs/17_evaluation.ipynb 23
 def average_precision(recalls: np.ndarray, precisions: np.ndarray, mode: str = 'area') -> np.ndarray | np.float32:
     """AP from recalls/precisions, (n,) or (num_scales, n), sorted by score. `mode='area'`: area under the
     precision envelope (VOC2010+); `'11points'`: mean envelope at recall 0, 0.1, ..., 1 (VOC2007)."""
@@ -64,7 +47,7 @@ def average_precision(recalls: np.ndarray, precisions: np.ndarray, mode: str = '
         raise ValueError(f"average_precision: mode must be 'area' or '11points', got {mode!r}")
     return ap[0] if no_scale else ap
 
-# %% ../../nbs/17_evaluation.ipynb 30
+# %% ../../nbs/17_evaluation.ipynb 29
 def _box_areas(bboxes: np.ndarray, extra: float) -> np.ndarray:
     return (bboxes[:, 2] - bboxes[:, 0] + extra) * (bboxes[:, 3] - bboxes[:, 1] + extra)
 
@@ -89,7 +72,7 @@ def tpfp_default(det_bboxes: np.ndarray, gt_bboxes: np.ndarray, gt_bboxes_ignore
     if num_gts == 0:                                                 # every detection in range is a FP
         for k, (lo, hi) in enumerate(area_ranges): fp[k, in_range(det_areas, lo, hi)] = 1
         return tp, fp
-    ious = bbox_overlaps(det_bboxes, gt_bboxes, use_legacy_coordinate=use_legacy_coordinate)
+    ious = bbox_overlaps_np(det_bboxes[:, :4], gt_bboxes, use_legacy_coordinate=use_legacy_coordinate)
     best_iou, best_gt = ious.max(1), ious.argmax(1)                   # (m,), (m,)
     order = np.argsort(-det_bboxes[:, 4], kind='stable')
     for k, (lo, hi) in enumerate(area_ranges):
@@ -106,7 +89,7 @@ def tpfp_default(det_bboxes: np.ndarray, gt_bboxes: np.ndarray, gt_bboxes_ignore
                 fp[k, i] = 1
     return tp, fp
 
-# %% ../../nbs/17_evaluation.ipynb 35
+# %% ../../nbs/17_evaluation.ipynb 34
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
                'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
 
@@ -132,7 +115,7 @@ def get_cls_results(det_results: list, annotations: list, class_id: int) -> tupl
             cls_gts_ignore.append(np.zeros((0, 4), np.float32))
     return cls_dets, cls_gts, cls_gts_ignore
 
-# %% ../../nbs/17_evaluation.ipynb 36
+# %% ../../nbs/17_evaluation.ipynb 35
 def _log(msg: str, logger=None):
     if logger == 'silent': return
     if isinstance(logger, logging.Logger): logger.info(msg)
@@ -165,7 +148,7 @@ def print_map_summary(mean_ap, results: list[dict], dataset=None, scale_ranges=N
         rows.append(['mAP', '', '', '', f'{mean_ap[s]:.3f}'])
         _log(_table(rows, None if scale_ranges is None else f'Scale range {scale_ranges[s]}'), logger)
 
-# %% ../../nbs/17_evaluation.ipynb 37
+# %% ../../nbs/17_evaluation.ipynb 36
 def eval_map(det_results: list, annotations: list, scale_ranges: list | None = None, iou_thr: float = 0.5,
              ioa_thr: float | None = None, dataset=None, logger=None, tpfp_fn: Callable | None = None,
              nproc: int = 4, use_legacy_coordinate: bool = False) -> tuple[float | list, list[dict]]:
@@ -222,7 +205,7 @@ def eval_map(det_results: list, annotations: list, scale_ranges: list | None = N
     print_map_summary(mean_ap, eval_results, dataset, area_ranges, logger=logger)
     return mean_ap, eval_results
 
-# %% ../../nbs/17_evaluation.ipynb 47
+# %% ../../nbs/17_evaluation.ipynb 46
 def _as_array_param(x, default, dtype):
     if x is None: x = default
     return np.array([x] if np.isscalar(x) else list(x), dtype)
@@ -240,7 +223,7 @@ def eval_recalls(gts: list, proposals: list, proposal_nums: int | Sequence[int] 
         g = np.zeros((0, 4), np.float32) if g is None else np.asarray(g, np.float32).reshape(-1, 4)
         p = np.asarray(p, np.float32).reshape(-1, np.shape(p)[-1] if np.size(p) else 4)
         if p.shape[1] == 5: p = p[np.argsort(-p[:, 4], kind='stable')]
-        ious_all = bbox_overlaps(g, p[:proposal_nums.max(), :4], use_legacy_coordinate=use_legacy_coordinate)
+        ious_all = bbox_overlaps_np(g, p[:proposal_nums.max(), :4], use_legacy_coordinate=use_legacy_coordinate)
         for k, n in enumerate(proposal_nums):
             ious = ious_all[:, :n].copy()
             matched = np.zeros(len(g), np.float32)
