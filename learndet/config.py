@@ -256,6 +256,33 @@ def _file_to_dict(filename: str | Path, chain: tuple = (), predefined: bool = Tr
 
 # %% ../nbs/01_config.ipynb 36
 _CLOSE = {'[': ']', '(': ')'}
+_BRACKETS = {**_CLOSE, '{': '}'}
+
+def _literal(node: ast.AST, where: str, text: str) -> Any:
+    "The value of a literal expression node: numbers, strings, True/False/None, lists, tuples, dicts, `dict(k=v)`."
+    if isinstance(node, ast.Constant):
+        return node.value
+    if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
+            and isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, (int, float))):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        values = [_literal(e, where, text) for e in node.elts]
+        return values if isinstance(node, ast.List) else tuple(values)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(k, where, text): _literal(v, where, text) for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict' and not node.args
+            and all(kw.arg is not None for kw in node.keywords)):
+        return {kw.arg: _literal(kw.value, where, text) for kw in node.keywords}
+    raise ConfigError(f'{where}: only literals can be written in a dict value (numbers, quoted strings, True/False/None, '
+                      f'lists, tuples, dicts); {ast.unparse(node)!r} in {text!r} is not one')
+
+def _parse_dict(text: str, where: str) -> dict:
+    "A dict written as `{'k': v}` or `dict(k=v)`, parsed with `ast` (never run)."
+    try:
+        tree = ast.parse(text, mode='eval')
+    except SyntaxError as e:
+        raise ConfigError(f'{where}: cannot read {text!r} as a dict ({e.msg})') from None
+    return _literal(tree.body, where, text)
 
 def _split_top_level(text: str, where: str) -> list[str]:
     "Split `text` on commas that are not inside brackets or quotes."
@@ -265,9 +292,9 @@ def _split_top_level(text: str, where: str) -> list[str]:
             quote = None if ch == quote else quote
         elif ch in '\'"':
             quote = ch
-        elif ch in _CLOSE:
-            depth_stack.append(_CLOSE[ch])
-        elif ch in ')]':
+        elif ch in _BRACKETS:
+            depth_stack.append(_BRACKETS[ch])
+        elif ch in ')]}':
             if not depth_stack or depth_stack.pop() != ch:
                 raise ConfigError(f'{where}: unbalanced {ch!r} in {text!r}')
         elif ch == ',' and not depth_stack:
@@ -280,8 +307,12 @@ def _split_top_level(text: str, where: str) -> list[str]:
     return parts
 
 def parse_value(text: str, where: str = 'value') -> Any:
-    "Parse an option value written on a command line (no `eval`): numbers, bools, None, lists, tuples, strings."
+    """Parse an option value written on a command line (no `eval`): numbers, bools, None, lists, tuples, strings,
+    and dicts written `dict(k=v)` or `{'k': v}` (with quoted strings inside)."""
     s = text.strip()
+    if s.startswith('{') or s.startswith('dict('):
+        _split_top_level(s, where)                      # brackets and quotes must balance
+        return _parse_dict(s, where)
     parts = _split_top_level(s, where)
     if len(parts) > 1:                                  # a bare `1,2,3` is a list
         if parts[-1].strip() == '':
@@ -317,6 +348,12 @@ def parse_cfg_options(options: Iterable[str]) -> dict:
     return parsed
 
 # %% ../nbs/01_config.ipynb 40
+def _override(value: Any, old: Any) -> Any:
+    "What an override puts in place of `old`: a dict merges into a dict unless it says `_delete_=True`."
+    if isinstance(value, Mapping) and isinstance(old, Mapping) and not value.get('_delete_', False):
+        return merge_into(value, old)
+    return _strip_delete(value) if isinstance(value, Mapping) else value
+
 def _set_by_dotted_key(cfg: dict, full_key: str, value: Any, allow_list_keys: bool = True):
     "Set `cfg[a][b][c] = value` for `full_key='a.b.c'` (dict values merge); errors name the key."
     parts = full_key.split('.')
@@ -333,7 +370,7 @@ def _set_by_dotted_key(cfg: dict, full_key: str, value: Any, allow_list_keys: bo
             if last:
                 if isinstance(node, tuple):
                     raise ConfigError(f'--cfg-options {full_key}: {here} is a tuple, which cannot be changed in place; set it whole')
-                node[idx] = merge_into(value, node[idx]) if isinstance(value, Mapping) and isinstance(node[idx], Mapping) else _wrap(value)
+                node[idx] = _wrap(_override(value, node[idx]))
             else:
                 node = node[idx]
                 walked.append(part)
@@ -347,7 +384,11 @@ def _set_by_dotted_key(cfg: dict, full_key: str, value: Any, allow_list_keys: bo
                     node[part] = ConfigDict()
             if last:
                 old = node.get(part)
-                node[part] = merge_into(value, old) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
+                if isinstance(old, Mapping) and isinstance(value, str):
+                    raise ConfigError(f'--cfg-options {full_key}: the text {value!r} would replace the dict at {full_key}; '
+                                      f"write a dict (dict(type='AdamW', lr=0.001), strings quoted) or set its keys "
+                                      f'({full_key}.KEY=VALUE)')
+                node[part] = _override(value, old)
             else:
                 node = node[part]
                 walked.append(part)
