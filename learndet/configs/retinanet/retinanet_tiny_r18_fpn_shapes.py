@@ -22,7 +22,13 @@ model = dict(
         feat_channels=64,
         stacked_convs=2,
         anchor_generator=dict(octave_base_scale=2)))   # anchors 16-25 px at stride 8: the shapes are small
-optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)
+# From scratch, AdamW gets going much sooner than the SGD of the ImageNet-initialised configs. Measured on the
+# shapes set (400 train / 100 val images, `learndet train` with this file, 2-core CPU): AdamW 1e-3 reached
+# bbox_mAP 0.134 after 12 epochs and 0.178 (AP50 0.299) after 24; SGD lr 0.01 reached 0.054 after 12 epochs, and
+# SGD lr 0.02 was still at 0.000 after 9.
+optimizer = dict(_delete_=True, type='AdamW', lr=0.001, weight_decay=0.05)
 optimizer_config = dict(_delete_=True, grad_clip=dict(max_norm=35, norm_type=2))
-lr_config = dict(warmup_iters=100)
+lr_config = dict(warmup_iters=100, step=[16, 22])
+runner = dict(type='EpochBasedRunner', max_epochs=24)
+checkpoint_config = dict(interval=1, max_keep_ckpts=3)
 log_config = dict(interval=10)
