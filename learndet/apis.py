@@ -88,7 +88,8 @@ def train_detector(model: nn.Module, dataset, cfg: Config, distributed: bool = F
         val_cfg = dict(cfg['data']['val'])
         val_samples = val_cfg.pop('samples_per_gpu', 1)
         val_dataset = build_dataset(val_cfg, dict(test_mode=True))
-        val_loader = build_dataloader(val_dataset, val_samples, cfg['data']['workers_per_gpu'], dist=distributed,
+        # rank 0 evaluates the whole validation set (the other ranks wait at the hook), so no distributed sampler
+        val_loader = build_dataloader(val_dataset, val_samples, cfg['data']['workers_per_gpu'], dist=False,
                                       shuffle=False)
         eval_cfg = dict(cfg.get('evaluation') or {})
         eval_cfg.setdefault('by_epoch', runner_cfg['type'] != 'IterBasedRunner')
@@ -102,6 +103,21 @@ def train_detector(model: nn.Module, dataset, cfg: Config, distributed: bool = F
     return runner
 
 # %% ../nbs/18_apis.ipynb 8
+def _train_pipeline(train_cfg) -> list:
+    "The pipeline of a train dataset config, looking inside wrappers (RepeatDataset, ClassBalancedDataset, lists)."
+    node = train_cfg
+    while True:
+        if isinstance(node, (list, tuple)) and node:
+            node = node[0]
+        elif isinstance(node, Mapping) and 'pipeline' in node:
+            return node['pipeline']
+        elif isinstance(node, Mapping) and 'dataset' in node:
+            node = node['dataset']
+        elif isinstance(node, Mapping) and 'datasets' in node:
+            node = node['datasets']
+        else:
+            raise KeyError('config: data.train has no pipeline (nor a wrapped dataset with one) for the val workflow')
+
 def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping | None = None, seed: int | None = 0,
           deterministic: bool = False, validate: bool = True, resume_from: str | None = None,
           load_from: str | None = None, auto_scale: bool = False, device=None, distributed: bool = False):
@@ -118,8 +134,8 @@ def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping 
     if auto_scale:
         cfg.setdefault('auto_scale_lr', dict(base_batch_size=16))['enable'] = True
     if seed is not None:
-        cfg.seed = rank_seed(seed) if distributed else seed
-        set_random_seed(cfg.seed, deterministic=deterministic)
+        cfg.seed = seed                                          # shared: the distributed sampler needs one order
+        set_random_seed(rank_seed(seed) if distributed else seed, deterministic=deterministic)  # augmentation per rank
     rank, _ = get_dist_info()
     if rank == 0:
         os.makedirs(cfg.work_dir, exist_ok=True)
@@ -129,7 +145,7 @@ def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping 
     datasets = [build_dataset(cfg.data.train)]
     if len(cfg.get('workflow', [('train', 1)])) == 2:            # ('val', 1): validation losses need annotations
         val_cfg = copy.deepcopy(cfg.data.val)
-        val_cfg.pipeline = cfg.data.train.pipeline
+        val_cfg.pipeline = _train_pipeline(cfg.data.train)
         datasets.append(build_dataset(val_cfg))
     if hasattr(datasets[0], 'CLASSES'):
         model.CLASSES = datasets[0].CLASSES
@@ -212,18 +228,27 @@ def inference_detector(model: nn.Module, imgs):
             if not osp.isfile(str(img)):
                 raise FileNotFoundError(f'inference_detector: image file not found: {img}')
             data = _test_pipeline(cfg, from_array=False)(dict(img_info=dict(filename=str(img)), img_prefix=None))
+        if not isinstance(data['img'], list):
+            raise ValueError('inference_detector: the test pipeline must end in MultiScaleFlipAug (img as a list over '
+                             f'augmentations), got img of type {type(data["img"]).__name__}; see the test_pipeline '
+                             'of the shipped dataset configs')
         batch = dict(img=[aug.unsqueeze(0) for aug in data['img']], img_metas=[[m] for m in data['img_metas']])
         with torch.no_grad():
             results.append(model(return_loss=False, rescale=True, **to_device(batch, device))[0])
     return results[0] if single else results
 
 # %% ../nbs/18_apis.ipynb 12
-def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | None = ('bbox',), out: str | None = None,
+def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | None = 'default', out: str | None = None,
          device=None, cfg_options: Mapping | None = None, samples_per_gpu: int = 1) -> tuple[list, dict]:
-    "Evaluate `checkpoint` on the config's test set; return `(results, metrics)`."
+    """Evaluate `checkpoint` on the config's test set; return `(results, metrics)`. `metrics='default'` takes the
+    config's `evaluation.metric` ('bbox' for COCO-style data, 'mAP' for VOC); `None` skips the evaluation."""
     model = init_detector(config, checkpoint, device=device, cfg_options=cfg_options)
     cfg = model.cfg
-    dataset = build_dataset(cfg.data.test, dict(test_mode=True))
+    test_cfg = dict(cfg.data.test)
+    samples_per_gpu = test_cfg.pop('samples_per_gpu', samples_per_gpu)
+    if metrics == 'default':
+        metrics = (cfg.get('evaluation') or {}).get('metric', 'bbox')
+    dataset = build_dataset(test_cfg, dict(test_mode=True))
     loader = build_dataloader(dataset, samples_per_gpu, cfg.data.get('workers_per_gpu', 0), dist=False,
                               shuffle=False)
     results = single_gpu_test(model, loader)
@@ -246,12 +271,14 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='learndet test', description=test_main.__doc__)
     parser.add_argument('config', help='config file, or a config shipped with learndet')
     parser.add_argument('checkpoint', help='checkpoint file (learndet or mmdetection 2.x)')
-    parser.add_argument('--eval', nargs='*', default=['bbox'], help="metrics, e.g. bbox (COCO) or mAP (VOC)")
+    parser.add_argument('--eval', nargs='*', default=None,
+                        help="metrics, e.g. bbox (COCO) or mAP (VOC); default: the config's evaluation.metric")
     parser.add_argument('--out', help='save the results to this .pkl file')
     parser.add_argument('--device', default=None)
     add_cfg_options(parser)
     args = parser.parse_args(argv)
-    _, scores = evaluate_checkpoint(args.config, args.checkpoint, metrics=args.eval, out=args.out, device=args.device,
+    _, scores = evaluate_checkpoint(args.config, args.checkpoint, metrics=args.eval or 'default', out=args.out,
+                                    device=args.device,
                      cfg_options=parse_cfg_options(args.cfg_options))
     for k, v in scores.items():
         print(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}')

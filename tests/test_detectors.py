@@ -80,6 +80,7 @@ def test_mmdetection_checkpoint_loads_strictly_and_runs(mmdet_checkpoint, tmp_pa
     result = inference_detector(model, img)
     assert len(result) == 80 and all(r.shape[1] == 5 for r in result)
     boxes = np.concatenate(result)
+    assert len(boxes) > 0                                        # random weights score ~0.5: there are boxes to check
     assert (boxes[:, [0, 2]] <= 300 + 1e-3).all() and (boxes[:, [1, 3]] <= 200 + 1e-3).all()  # original-image pixels
 
 
@@ -116,12 +117,17 @@ def test_train_then_test_then_infer_from_the_command_line(tmp_path):
 
     r = learndet_cmd('test', TINY, work / 'epoch_2.pth', '--out', 'res.pkl', '--cfg-options', *small, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'bbox_mAP' in r.stdout and (tmp_path / 'res.pkl').is_file()
+    assert (tmp_path / 'res.pkl').is_file()
+    printed = dict(line.split(': ') for line in r.stdout.splitlines() if line.startswith('bbox_mAP'))
+    for key in ('bbox_mAP', 'bbox_mAP_50'):                   # val and test are the same split: the same numbers
+        assert abs(float(printed[key]) - val[-1][key]) <= 1e-3, (key, printed[key], val[-1][key])
 
     model = init_detector(TINY, str(work / 'epoch_2.pth'), device='cpu')
     img = next((tmp_path / 'data' / 'shapes' / 'val').glob('*.jpg'))
     result = inference_detector(model, str(img))
-    assert len(result) == 4
+    assert len(result) == 4 and all(r.shape[1] == 5 for r in result)
+    boxes = np.concatenate(result)
+    assert (boxes[:, [0, 2]] <= 256 + 1e-3).all() and (boxes[:, [1, 3]] <= 256 + 1e-3).all()
 
 
 def test_data_vs_train_benchmark_smoke():

@@ -121,10 +121,19 @@ class BaseDetector(nn.Module):
         return self.forward_test(img, img_metas, **kwargs)
 
     def init_weights(self):
-        "Initialise every part (each part's `init_weights`, e.g. a backbone loading its pretrained file)."
+        """Initialise every part (each part's `init_weights`, e.g. a backbone loading its pretrained file), then the
+        detector's own `init_cfg=dict(type='Pretrained', checkpoint=PATH[, prefix])`, which loads a whole model."""
         for module in self.children():
             if hasattr(module, 'init_weights'):
                 module.init_weights()
+        cfg = self.init_cfg
+        if cfg is None:
+            return
+        if not isinstance(cfg, Mapping) or cfg.get('type') != 'Pretrained' or 'checkpoint' not in cfg:
+            raise ValueError(f"{type(self).__name__}: init_cfg must be None or dict(type='Pretrained', "
+                             f"checkpoint=PATH), got {cfg!r}")
+        from learndet.models.backbones import load_pretrained
+        load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix', ''))
 
     def show_result(self, img, result: Sequence[np.ndarray], score_thr: float = 0.3, class_names=None, ax=None,
                     title: str | None = None):
