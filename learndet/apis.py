@@ -171,8 +171,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     add_cfg_options(parser)
     args = parser.parse_args(argv)
     distributed = args.launcher == 'pytorch'
-    if distributed:
-        init_dist()
+    if distributed:                  # a CPU run needs gloo even where CUDA exists (nccl is GPU-only)
+        init_dist('gloo' if str(args.device or '').startswith('cpu') else None)
     train_from_config(args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options), seed=args.seed,
           deterministic=args.deterministic, validate=not args.no_validate, resume_from=args.resume_from,
           load_from=args.load_from, auto_scale=args.auto_scale_lr, device=args.device, distributed=distributed)
