@@ -118,14 +118,19 @@ def _train_pipeline(train_cfg) -> list:
         else:
             raise KeyError('config: data.train has no pipeline (nor a wrapped dataset with one) for the val workflow')
 
-def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping | None = None, seed: int | None = 0,
-          deterministic: bool = False, validate: bool = True, resume_from: str | None = None,
-          load_from: str | None = None, auto_scale: bool = False, device=None, distributed: bool = False):
-    "Train the detector of `config` (a path, a shipped config name, or a `Config`); return the runner."
+def _load_cfg(config, cfg_options: Mapping | None = None) -> Config:
+    "A copy of `config` (a `Config`, a path or a shipped config name) with `cfg_options` (`{'a.b': value}`) applied."
     from learndet.cli import load_config
     cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping | None = None, seed: int | None = 0,
+                      deterministic: bool = False, validate: bool = True, resume_from: str | None = None,
+                      load_from: str | None = None, auto_scale: bool = False, device=None, distributed: bool = False):
+    "Train the detector of `config` (a path, a shipped config name, or a `Config`); return the runner."
+    cfg = _load_cfg(config, cfg_options)
     name = osp.splitext(osp.basename(cfg.filename or 'config.py'))[0]
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
     for key, value in (('resume_from', resume_from), ('load_from', load_from)):
@@ -135,7 +140,7 @@ def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping 
         cfg.setdefault('auto_scale_lr', dict(base_batch_size=16))['enable'] = True
     if seed is not None:
         cfg.seed = seed                                          # shared: the distributed sampler needs one order
-        set_random_seed(rank_seed(seed) if distributed else seed, deterministic=deterministic)  # augmentation per rank
+        set_random_seed(rank_seed(seed), deterministic=deterministic)     # seed + rank: augmentation differs per rank
     rank, _ = get_dist_info()
     if rank == 0:
         os.makedirs(cfg.work_dir, exist_ok=True)
@@ -182,10 +187,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def init_detector(config, checkpoint: str | None = None, device=None, cfg_options: Mapping | None = None,
                   strict: bool = True) -> nn.Module:
     "Build the detector of `config`, load `checkpoint` (strictly by default), set `CLASSES` and `cfg`; eval mode."
-    from learndet.cli import load_config
-    cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
-    if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
+    cfg = _load_cfg(config, cfg_options)
     model_cfg = copy.deepcopy(cfg.model)
     if checkpoint is not None and isinstance(model_cfg.get('backbone'), Mapping):
         model_cfg['backbone'].pop('init_cfg', None)              # the checkpoint has all the weights
@@ -238,8 +240,9 @@ def inference_detector(model: nn.Module, imgs):
     return results[0] if single else results
 
 # %% ../nbs/18_apis.ipynb 12
-def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | None = 'default', out: str | None = None,
-         device=None, cfg_options: Mapping | None = None, samples_per_gpu: int = 1) -> tuple[list, dict]:
+def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | None = 'default',
+                        out: str | None = None, device=None, cfg_options: Mapping | None = None,
+                        samples_per_gpu: int = 1) -> tuple[list, dict]:
     """Evaluate `checkpoint` on the config's test set; return `(results, metrics)`. `metrics='default'` takes the
     config's `evaluation.metric` ('bbox' for COCO-style data, 'mAP' for VOC); `None` skips the evaluation."""
     model = init_detector(config, checkpoint, device=device, cfg_options=cfg_options)

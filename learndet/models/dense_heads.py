@@ -16,7 +16,7 @@ import learndet.assigners, learndet.samplers, learndet.coders, learndet.losses  
 from ..assigners import ASSIGN_FIRST_GT
 from ..samplers import SamplingResult
 from ..boxes import batched_nms
-from ..core import unmap
+from ..core import unmap, images_to_levels
 from ..registry import (HEADS, LOSSES, PRIOR_GENERATORS, BBOX_CODERS, BBOX_ASSIGNERS, BBOX_SAMPLERS,
                                build_from_cfg)
 from .layers import ConvModule, normal_init, bias_init_with_prob
@@ -295,7 +295,7 @@ def _get_targets(self: AnchorHead, anchor_list, valid_flag_list, gt_bboxes_list,
                                           gt_bboxes_ignore_list[i], gt_labels_list[i], img_metas[i])
                  for i in range(num_imgs)]
     def to_levels(field):   # N x (A_total, ...) -> levels x (N, A_level, ...)
-        return list(torch.stack([getattr(t, field) for t in per_image]).split(num_level_anchors, dim=1))
+        return images_to_levels([getattr(t, field) for t in per_image], num_level_anchors)
     return AnchorTargets(to_levels('labels'), to_levels('label_weights'), to_levels('bbox_targets'),
                          to_levels('bbox_weights'),
                          sum(max(len(t.pos_inds), 1) for t in per_image),   # an image without positives counts 1
