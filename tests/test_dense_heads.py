@@ -14,7 +14,8 @@ from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
 from learndet.boxes import bbox_overlaps
-from learndet.models.dense_heads import AnchorHead, RetinaHead
+from learndet.models.dense_heads import (AnchorHead, BaseDenseHead, DenseTargets, RetinaHead, filter_scores_and_topk,
+                                         flatten_levels)
 
 STRIDES = (8, 16, 32, 64, 128)
 RETINA = dict(
@@ -35,7 +36,7 @@ def one_thread():
 
 
 def to_torchvision(head):
-    tv_head = RetinaNetHead(head.in_channels, head.num_base_priors, head.num_classes)
+    tv_head = RetinaNetHead(head.in_channels, head.anchors_per_cell(), head.num_classes)
     names = {'classification_head.cls_logits': 'retina_cls', 'regression_head.bbox_reg': 'retina_reg'}
     for i in range(4):
         names[f'classification_head.conv.{i}.0'] = f'cls_convs.{i}.conv'
@@ -136,11 +137,12 @@ def test_retina_head_matches_torchvision(seed):
     assert all(torch.isfinite(v).all() for vs in losses.values() for v in vs)
 
     # detections
-    split = [fh * fw * head.num_base_priors for fh, fw in featmap_sizes]
+    split = [fh * fw * head.anchors_per_cell() for fh, fw in featmap_sizes]
     tv_dets = tv.postprocess_detections({k: list(v.split(split, 1)) for k, v in tv_out.items()},
                                         [list(anchors.split(split))] * num_imgs, [(h, w)] * num_imgs)
-    results = head.get_bboxes(cls_scores, bbox_preds, metas)
-    for (dets, labels), ref in zip(results, tv_dets):
+    results = head.get_bboxes(cls_scores, bbox_preds, img_metas=metas)
+    for r, ref in zip(results, tv_dets):
+        dets, labels = torch.cat([r.bboxes, r.scores[:, None]], 1), r.labels
         assert len(dets) == len(ref['boxes'])
         torch.testing.assert_close(dets[:, 4], ref['scores'])       # same scores, in the same (descending) order
         ours = canonical(torch.cat([dets[:, :4], labels[:, None].float(), dets[:, 4:]], 1))
@@ -187,16 +189,16 @@ def test_sampled_sigmoid_ce_is_averaged_over_sampled_anchors():
     torch.manual_seed(0)
     losses = head.loss(cls_scores, bbox_preds, [gt], [labels], [meta])
     torch.manual_seed(0)                                 # the same random sample again
-    anchor_list, valid = head.get_anchors([(12, 12), (6, 6)], [meta])
-    t = head.get_targets(anchor_list, valid, [gt], [meta], None, [labels])
-    lab, lw = torch.cat(t.labels_list, 1)[0], torch.cat(t.label_weights_list, 1)[0]
+    mlvl_anchors, valid = head.get_priors([(12, 12), (6, 6)], [meta])
+    t = head.get_targets(mlvl_anchors, valid, [gt], [meta], None, [labels])
+    lab, lw = torch.cat(t.labels, 1)[0], torch.cat(t.label_weights, 1)[0]
     sampled = lw > 0
     assert int(sampled.sum()) == t.num_total_pos + t.num_total_neg <= 64
     onehot = F.one_hot(lab, 4)[:, :3].float()             # background (3) -> all zeros
     bce = F.binary_cross_entropy_with_logits(flat(cls_scores, 3), onehot, reduction='none').sum(1)
     torch.testing.assert_close(sum(losses['loss_cls']), bce[sampled].sum() / sampled.sum())
     pos = lab < 3
-    sl1 = F.smooth_l1_loss(flat(bbox_preds, 4)[pos], torch.cat(t.bbox_targets_list, 1)[0][pos], beta=1 / 9,
+    sl1 = F.smooth_l1_loss(flat(bbox_preds, 4)[pos], torch.cat(t.bbox_targets, 1)[0][pos], beta=1 / 9,
                            reduction='sum')
     torch.testing.assert_close(sum(losses['loss_bbox']), sl1 / sampled.sum())
 
@@ -216,14 +218,14 @@ def test_softmax_classifier():
     assert head.cls_out_channels == 4 and head.conv_cls.out_channels == 12
     cls_scores, bbox_preds, gt, labels, meta = tiny_inputs(3, 4)
     losses = head.loss(cls_scores, bbox_preds, [gt], [labels], [meta])
-    anchor_list, valid = head.get_anchors([(12, 12), (6, 6)], [meta])
-    t = head.get_targets(anchor_list, valid, [gt], [meta], None, [labels])
-    lab, lw = torch.cat(t.labels_list, 1)[0], torch.cat(t.label_weights_list, 1)[0]
+    mlvl_anchors, valid = head.get_priors([(12, 12), (6, 6)], [meta])
+    t = head.get_targets(mlvl_anchors, valid, [gt], [meta], None, [labels])
+    lab, lw = torch.cat(t.labels, 1)[0], torch.cat(t.label_weights, 1)[0]
     ce = F.cross_entropy(flat(cls_scores, 4), lab, reduction='none')
     torch.testing.assert_close(sum(losses['loss_cls']), (ce * lw).sum() / (t.num_total_pos + t.num_total_neg))
     # test time: softmax over K + 1, background column dropped
-    (dets, det_labels), = head.get_bboxes(cls_scores, bbox_preds, [meta], cfg=dict(score_thr=0.05, nms_pre=-1),
-                                          with_nms=False)
+    r, = head.get_bboxes(cls_scores, bbox_preds, img_metas=[meta], cfg=dict(score_thr=0.05, nms_pre=-1), with_nms=False)
+    dets, det_labels = torch.cat([r.bboxes, r.scores[:, None]], 1), r.labels
     probs = flat(cls_scores, 4).softmax(-1)[:, :3]
     assert len(dets) == int((probs > 0.05).sum()) and det_labels.max() < 3
     torch.testing.assert_close(dets[:, 4].sort().values, probs[probs > 0.05].sort().values)
@@ -236,11 +238,11 @@ def test_decoded_box_loss_matches_torchvision_giou():
                              reg_decoded_bbox=True, train_cfg=train_cfg)
     cls_scores, bbox_preds, gt, labels, meta = tiny_inputs(3, 3)
     losses = head.loss(cls_scores, bbox_preds, [gt], [labels], [meta])
-    anchor_list, valid = head.get_anchors([(12, 12), (6, 6)], [meta])
-    t = head.get_targets(anchor_list, valid, [gt], [meta], None, [labels])
-    anchors = torch.cat(anchor_list[0])
-    pos = torch.cat(t.labels_list, 1)[0] < 3
-    targets = torch.cat(t.bbox_targets_list, 1)[0][pos]
+    mlvl_anchors, valid = head.get_priors([(12, 12), (6, 6)], [meta])
+    t = head.get_targets(mlvl_anchors, valid, [gt], [meta], None, [labels])
+    anchors = torch.cat(mlvl_anchors)
+    pos = torch.cat(t.labels, 1)[0] < 3
+    targets = torch.cat(t.bbox_targets, 1)[0][pos]
     assert bbox_overlaps(targets, gt).max(1).values.min() == 1        # targets are the GT boxes themselves
     decoded = head.bbox_coder.decode(anchors[pos], flat(bbox_preds, 4)[pos])
     expected = 2.0 * generalized_box_iou_loss(decoded, targets, reduction='sum') / t.num_total_pos
@@ -271,7 +273,7 @@ def test_built_from_shipped_config():
     cfg = Config.fromfile(str(path))
     bbox_head = dict(cfg.model.bbox_head, num_classes=3, in_channels=8, feat_channels=8)
     head = build_from_cfg(bbox_head, HEADS, dict(train_cfg=cfg.model.train_cfg, test_cfg=cfg.model.test_cfg))
-    assert isinstance(head, RetinaHead) and not head.sampling and head.num_base_priors == 9
+    assert isinstance(head, RetinaHead) and not head.sampling and head.num_base_priors == [9] * 5
     assert sorted(k for k in head.state_dict() if 'retina' in k) == [
         'retina_cls.bias', 'retina_cls.weight', 'retina_reg.bias', 'retina_reg.weight']
 
@@ -284,8 +286,80 @@ def test_rpn_style_targets_without_labels():
                                                   scales=[4]), train_cfg=train_cfg)
     cls_scores, bbox_preds, gt, _, meta = tiny_inputs(1, 1)
     losses = head.loss(cls_scores, bbox_preds, [gt], None, [meta])
-    anchor_list, valid = head.get_anchors([(12, 12), (6, 6)], [meta])
-    t = head.get_targets(anchor_list, valid, [gt], [meta])
-    labels = torch.cat(t.labels_list, 1)[0]
+    mlvl_anchors, valid = head.get_priors([(12, 12), (6, 6)], [meta])
+    t = head.get_targets(mlvl_anchors, valid, [gt], [meta])
+    labels = torch.cat(t.labels, 1)[0]
     assert set(labels.unique().tolist()) == {0, 1} and t.num_total_pos == int((labels == 0).sum())
     assert all(torch.isfinite(v).all() for vs in losses.values() for v in vs)
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_flatten_levels_and_filter_scores_and_topk_against_brute_force(seed):
+    "flatten_levels against index arithmetic; filter_scores_and_topk against a sorted list of (score, prior, class)."
+    g = torch.Generator().manual_seed(seed)
+    n, a, c, h, w = (int(v) for v in torch.randint(1, 5, (5,), generator=g))
+    x = torch.randn(n, a * c, h, w, generator=g)
+    flat_x = flatten_levels(x, c)
+    assert flat_x.shape == (n, h * w * a, c)
+    for _ in range(10):   # row (i*w + j)*a + k of image m is channel block k of cell (i, j)
+        m, i, j, k = (int(torch.randint(0, d, (1,), generator=g)) for d in (n, h, w, a))
+        assert torch.equal(flat_x[m, (i * w + j) * a + k], x[m, k * c:(k + 1) * c, i, j])
+    scores = torch.rand(int(torch.randint(0, 60, (1,), generator=g)), c, generator=g)
+    thr, topk = float(torch.rand(1, generator=g)) * 0.8, int(torch.randint(-1, 20, (1,), generator=g))
+    kept, prior_inds, labels = filter_scores_and_topk(scores, thr, topk)
+    pairs = sorted(((scores[p, k].item(), p, k) for p in range(len(scores)) for k in range(c)
+                    if scores[p, k] > thr), key=lambda t: -t[0])
+    if topk > 0:
+        pairs = pairs[:topk]
+    assert kept.tolist() == pytest.approx([s for s, _, _ in pairs])
+    assert torch.equal(scores[prior_inds, labels], kept)          # each kept score is the score of its pair
+    assert len(set(zip(prior_inds.tolist(), labels.tolist()))) == len(kept)
+
+
+def test_dense_targets_split_a_heads_extras_per_level():
+    "A head that adds an extra per-prior target (as FCOS/ATSS add centerness) gets it split per level like the rest."
+    class ExtraHead(AnchorHead):
+        def get_targets_single(self, flat_priors, *args):
+            t = super().get_targets_single(flat_priors, *args)
+            t.extras['prior_x'] = flat_priors[:, 0].clone()         # something checkable: each prior's x1
+            return t
+    train_cfg = dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0))
+    head = ExtraHead(3, 4, anchor_generator=dict(type='AnchorGenerator', strides=[8, 16], ratios=[1.], scales=[4]),
+                     train_cfg=train_cfg)
+    meta = dict(img_shape=(64, 64, 3), pad_shape=(64, 64, 3))
+    mlvl, valid = head.get_priors([(8, 8), (4, 4)], [meta, meta])
+    t = head.get_targets(mlvl, valid, [torch.tensor([[0., 0., 30., 30.]])] * 2, [meta, meta],
+                         gt_labels=[torch.tensor([1])] * 2)
+    assert isinstance(t, DenseTargets) and list(t.extras) == ['prior_x']
+    assert [tuple(x.shape) for x in t.extras['prior_x']] == [(2, 64), (2, 16)] == [tuple(l.shape) for l in t.labels]
+    for lvl in range(2):
+        assert torch.equal(t.extras['prior_x'][lvl][1], mlvl[lvl][:, 0])
+    assert t.num_total_pos == sum(len(r.pos_inds) for r in t.sampling_results)
+
+
+def test_base_head_serves_points():
+    "The base head's targets and post-processing with points for priors (a minimal FCOS-like head, no anchors)."
+    class PointHead(BaseDenseHead):
+        def _init_layers(self):
+            self.conv_cls = nn.Conv2d(self.in_channels, self.cls_out_channels, 1)
+            self.conv_reg = nn.Conv2d(self.in_channels, 4, 1)
+        def forward_single(self, x): return self.conv_cls(x), self.conv_reg(x).exp()
+        def decode(self, priors, bbox_pred, img_shape=None):
+            return self.bbox_coder.decode(priors, bbox_pred, max_shape=img_shape)
+    head = PointHead(2, 4, dict(type='MlvlPointGenerator', strides=[8, 16]), RETINA['loss_cls'],
+                     dict(type='IoULoss', loss_weight=1.0), bbox_coder=dict(type='DistancePointBBoxCoder'),
+                     reg_decoded_bbox=True,
+                     train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4)),
+                     test_cfg=RETINA['test_cfg'])
+    assert head.num_base_priors == [1, 1]
+    meta = dict(img_shape=(64, 64, 3), pad_shape=(64, 64, 3), scale_factor=1.0)
+    feats = [torch.randn(1, 4, 8, 8), torch.randn(1, 4, 4, 4)]
+    mlvl, valid = head.get_priors([(8, 8), (4, 4)], [meta])
+    assert [tuple(p.shape) for p in mlvl] == [(64, 2), (16, 2)]
+    dets = head.simple_test(feats, [meta])[0]
+    cls, reg = head(feats)
+    # every detection is a point's decoded box: distances (l, t, r, b) around the point
+    points = torch.cat(mlvl)
+    dist = torch.cat([flatten_levels(r, 4)[0] for r in reg])
+    boxes = torch.cat([points - dist[:, :2], points + dist[:, 2:]], 1).clamp(0, 64)
+    assert len(dets) > 0 and all(bbox_overlaps(dets.bboxes[i:i + 1], boxes).max() > 0.9999 for i in range(len(dets)))

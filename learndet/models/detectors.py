@@ -11,16 +11,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 # %% auto 0
-__all__ = ['build_backbone', 'build_neck', 'build_head', 'build_loss', 'build_detector', 'BaseDetector', 'SingleStageDetector',
-           'RetinaNet']
+__all__ = ['build_backbone', 'build_neck', 'build_head', 'build_loss', 'build_detector', 'mmdet_compat_model_cfg', 'BaseDetector',
+           'SingleStageDetector', 'RetinaNet']
 
 # %% ../../nbs/13_detectors.ipynb 4
 from ..registry import BACKBONES, NECKS, HEADS, LOSSES, DETECTORS, build_from_cfg
 from ..boxes import bbox2result
 from ..core import show_image, draw_boxes
+from .dense_heads.base_dense_head import check_gt
 
 # %% ../../nbs/13_detectors.ipynb 6
 def build_backbone(cfg: Mapping) -> nn.Module:
@@ -40,20 +42,35 @@ def build_loss(cfg: Mapping) -> nn.Module:
     return build_from_cfg(cfg, LOSSES)
 
 def build_detector(cfg: Mapping, train_cfg: Mapping | None = None, test_cfg: Mapping | None = None) -> nn.Module:
-    """Build a detector from `cfg` (a config's `model` dict). mmdetection 2.x configs keep `train_cfg`/`test_cfg`
-    inside `model`; passing them here as well is the older style, still accepted, but not both at once."""
+    """Build a detector from `cfg` (a config's `model` dict, `train_cfg`/`test_cfg` inside it as in mmdetection 2.x
+    configs). Older spellings (`train_cfg=` here, `pretrained=`) go through `mmdet_compat_model_cfg` (end of chapter)."""
     if not isinstance(cfg, Mapping):
         raise TypeError(f'build_detector: cfg must be a dict (the config\'s model), got {type(cfg).__name__}')
+    return build_from_cfg(mmdet_compat_model_cfg(cfg, train_cfg, test_cfg), DETECTORS)
+
+# %% ../../nbs/13_detectors.ipynb 8
+def mmdet_compat_model_cfg(cfg: Mapping, train_cfg: Mapping | None = None, test_cfg: Mapping | None = None) -> dict:
+    """A model config in today's form from older mmdetection 2.x spellings: `train_cfg`/`test_cfg` given apart from
+    the model, and `pretrained=PATH` (-> `backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH)`)."""
+    cfg = dict(cfg)
     for name, value in (('train_cfg', train_cfg), ('test_cfg', test_cfg)):
         if value is not None:
             if cfg.get(name) is not None:
                 raise ValueError(f'{name} is given both in the model config and as an argument; keep one '
                                  f'(mmdetection 2.x style: inside model)')
             warnings.warn(f'{name} as an argument of build_detector is deprecated: put it in the model config',
-                          DeprecationWarning, stacklevel=2)
-    return build_from_cfg(cfg, DETECTORS, default_args=dict(train_cfg=train_cfg, test_cfg=test_cfg))
+                          DeprecationWarning, stacklevel=3)
+            cfg[name] = value
+    pretrained = cfg.pop('pretrained', None)
+    if pretrained is not None:
+        if cfg['backbone'].get('init_cfg') is not None:
+            raise ValueError('model: give either pretrained or backbone.init_cfg, not both')
+        warnings.warn('pretrained is deprecated: use backbone.init_cfg=dict(type="Pretrained", checkpoint=...)',
+                      DeprecationWarning, stacklevel=3)
+        cfg['backbone'] = dict(cfg['backbone'], init_cfg=dict(type='Pretrained', checkpoint=pretrained))
+    return cfg
 
-# %% ../../nbs/13_detectors.ipynb 8
+# %% ../../nbs/13_detectors.ipynb 10
 def _check_test_inputs(imgs, img_metas):
     "Normalise test inputs to lists over augmentations and check that their lengths agree."
     if isinstance(imgs, torch.Tensor):                       # a plain batch: one augmentation
@@ -147,20 +164,15 @@ class BaseDetector(nn.Module):
                    class_names=class_names if class_names is not None else getattr(self, 'CLASSES', None))
         return ax
 
-# %% ../../nbs/13_detectors.ipynb 10
+# %% ../../nbs/13_detectors.ipynb 12
 @DETECTORS.register_module()
 class SingleStageDetector(BaseDetector):
     "Backbone → (neck) → dense head: RetinaNet, FCOS, ATSS, SSD are this class with another config."
     def __init__(self, backbone: Mapping, neck: Mapping | None = None, bbox_head: Mapping | None = None,
-                 train_cfg: Mapping | None = None, test_cfg: Mapping | None = None, pretrained: str | None = None,
-                 init_cfg: Mapping | None = None):
+                 train_cfg: Mapping | None = None, test_cfg: Mapping | None = None, init_cfg: Mapping | None = None):
         super().__init__(init_cfg)
         if bbox_head is None:
             raise ValueError(f'{type(self).__name__} needs a bbox_head config')
-        if pretrained is not None:
-            warnings.warn('pretrained is deprecated: use backbone.init_cfg=dict(type="Pretrained", checkpoint=...)',
-                          DeprecationWarning, stacklevel=2)
-            backbone = dict(backbone, init_cfg=dict(type='Pretrained', checkpoint=pretrained))
         self.backbone = build_backbone(backbone)
         self.neck = build_neck(neck) if neck is not None else None
         self.bbox_head = build_head(dict(bbox_head, train_cfg=train_cfg, test_cfg=test_cfg))
@@ -171,18 +183,25 @@ class SingleStageDetector(BaseDetector):
         x = self.backbone(img)
         return self.neck(x) if self.with_neck else x
 
-    def forward_train(self, img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore=None) -> dict:
-        "A dict of losses (the head's `loss_cls`, `loss_bbox`, ... each a list over levels)."
-        super().forward_train(img, img_metas)
-        x = self.extract_feat(img)
-        return self.bbox_head.forward_train(x, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore)
 
-    def simple_test(self, img, img_metas, rescale: bool = False) -> list[list[np.ndarray]]:
-        "Per image, per class `(n, 5)` arrays `[x1, y1, x2, y2, score]` (original-image pixels if `rescale`)."
-        feats = self.extract_feat(img)
-        results = self.bbox_head.simple_test(feats, img_metas, rescale=rescale)
-        return [bbox2result(bboxes, labels, self.bbox_head.num_classes) for bboxes, labels in results]
+# %% ../../nbs/13_detectors.ipynb 14
+@patch
+def forward_train(self: SingleStageDetector, img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore=None) -> dict:
+    "A dict of losses (the head's `loss_cls`, `loss_bbox`, ... each a list over levels)."
+    super(SingleStageDetector, self).forward_train(img, img_metas)
+    gt_bboxes, gt_labels, gt_bboxes_ignore = check_gt(gt_bboxes, gt_labels, len(img), self.bbox_head.num_classes,
+                                                      gt_bboxes_ignore)
+    x = self.extract_feat(img)
+    return self.bbox_head.forward_train(x, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore)
 
+@patch
+def simple_test(self: SingleStageDetector, img, img_metas, rescale: bool = False) -> list[list[np.ndarray]]:
+    "Per image, per class `(n, 5)` arrays `[x1, y1, x2, y2, score]` (original-image pixels if `rescale`)."
+    results = self.bbox_head.simple_test(self.extract_feat(img), img_metas, rescale=rescale)
+    return [bbox2result(torch.cat([r.bboxes, r.scores[:, None]], -1), r.labels, self.bbox_head.num_classes)
+            for r in results]
+
+# %% ../../nbs/13_detectors.ipynb 15
 @DETECTORS.register_module()
 class RetinaNet(SingleStageDetector):
     "RetinaNet (Lin et al., 2017): a ResNet-FPN with a RetinaHead trained with the focal loss."
