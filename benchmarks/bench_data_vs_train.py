@@ -29,13 +29,14 @@ except ImportError:  # run from a source checkout without `pip install -e .`
 
 import torch
 
-from learndet.cli import load_config
+from learndet.config import load_config
 from learndet.core import get_device, set_random_seed, to_device
 from learndet.data.datasets import build_dataset
 from learndet.data.loader import build_dataloader
 from learndet.models.detectors import build_detector
 from learndet.optim import build_optimizer
-from learndet.runner import get_logger, parse_losses
+from learndet.dist_utils import get_logger
+from learndet.runner import parse_losses
 
 
 def loader_rate(dataset, batch, workers, batches, repeats):
@@ -79,8 +80,8 @@ def step_rate(model, optimizer, batches, device, repeats):
 def real_run(model, optimizer, dataset, batch, workers, iters, repeats):
     """Per repeat: the share of each iteration spent waiting for data (data_time / time) and images/s, over
     `iters` runner iterations after the first (which starts the workers)."""
-    from learndet.runner import IterBasedRunner, OptimizerHook
-    from learndet.hooks import IterTimerHook
+    from learndet.runner import IterBasedRunner
+    from learndet.hooks import IterTimerHook, OptimizerHook
     shares, rates = [], []
     for r in range(repeats):
         runner = IterBasedRunner(model, optimizer, max_iters=iters + 1,

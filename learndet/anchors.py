@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from fastcore.basics import patch
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -58,12 +59,33 @@ def grid_shifts(featmap_size: tuple[int, int], stride: tuple[float, float], dtyp
 
 # %% ../nbs/06_anchors.ipynb 22
 def _pair(x, name: str) -> tuple:
+    "A number `x` as `(x, x)`; a `(w, h)` pair as it is."
     if isinstance(x, (tuple, list)):
         if len(x) != 2:
             raise ValueError(f'{name}: expected a number or a (w, h) pair, got {x!r}')
         return tuple(x)
     return (x, x)
 
+def _octave_scales(scales, octave_base_scale, scales_per_octave):
+    "`scales` as given, or `octave_base_scale * 2**(i / scales_per_octave)` for i < `scales_per_octave`."
+    octave = octave_base_scale is not None and scales_per_octave is not None
+    if octave == (scales is not None):
+        raise ValueError('AnchorGenerator: give either scales or both octave_base_scale and scales_per_octave '
+                         f'(got scales={scales}, octave_base_scale={octave_base_scale}, '
+                         f'scales_per_octave={scales_per_octave})')
+    if octave:
+        return np.array([2 ** (i / scales_per_octave) for i in range(scales_per_octave)]) * octave_base_scale
+    return scales
+
+def _check_centers(centers, center_offset: float, num_levels: int):
+    if center_offset != 0 and centers is not None:
+        raise ValueError(f'AnchorGenerator: give centers or center_offset, not both (center_offset={center_offset})')
+    if not 0 <= center_offset <= 1:
+        raise ValueError(f'AnchorGenerator: center_offset must be in [0, 1], got {center_offset}')
+    if centers is not None and len(centers) != num_levels:
+        raise ValueError(f'AnchorGenerator: {len(centers)} centers for {num_levels} strides')
+
+# %% ../nbs/06_anchors.ipynb 25
 @PRIOR_GENERATORS.register_module()
 class AnchorGenerator:
     """Anchors for multi-level dense heads, mmdetection 2.x compatible (same numbers, same order).
@@ -73,23 +95,12 @@ class AnchorGenerator:
                  base_sizes: Sequence[float] | None = None, scale_major: bool = True,
                  octave_base_scale: float | None = None, scales_per_octave: int | None = None,
                  centers: Sequence[tuple[float, float]] | None = None, center_offset: float = 0.):
-        if center_offset != 0 and centers is not None:
-            raise ValueError(f'AnchorGenerator: give centers or center_offset, not both (center_offset={center_offset})')
-        if not 0 <= center_offset <= 1:
-            raise ValueError(f'AnchorGenerator: center_offset must be in [0, 1], got {center_offset}')
+        _check_centers(centers, center_offset, len(strides))
         self.strides = [_pair(s, 'strides') for s in strides]
-        if centers is not None and len(centers) != len(self.strides):
-            raise ValueError(f'AnchorGenerator: {len(centers)} centers for {len(self.strides)} strides')
         self.base_sizes = [min(s) for s in self.strides] if base_sizes is None else list(base_sizes)
         if len(self.base_sizes) != len(self.strides):
             raise ValueError(f'AnchorGenerator: {len(self.base_sizes)} base_sizes for {len(self.strides)} strides')
-        octave = octave_base_scale is not None and scales_per_octave is not None
-        if octave == (scales is not None):
-            raise ValueError('AnchorGenerator: give either scales or both octave_base_scale and scales_per_octave '
-                             f'(got scales={scales}, octave_base_scale={octave_base_scale}, '
-                             f'scales_per_octave={scales_per_octave})')
-        if octave:
-            scales = np.array([2 ** (i / scales_per_octave) for i in range(scales_per_octave)]) * octave_base_scale
+        scales = _octave_scales(scales, octave_base_scale, scales_per_octave)
         self.scales = torch.tensor(np.asarray(scales, dtype=np.float64), dtype=torch.float32).reshape(-1)
         self.ratios = torch.tensor(np.asarray(ratios, dtype=np.float64), dtype=torch.float32).reshape(-1)
         if (self.ratios <= 0).any() or (self.scales <= 0).any():
@@ -104,19 +115,29 @@ class AnchorGenerator:
                                  None if self.centers is None else self.centers[i], self.center_offset)
                 for i, size in enumerate(self.base_sizes)]
 
-    @property
-    def num_levels(self) -> int: return len(self.strides)
-    @property
-    def num_base_anchors(self) -> list[int]: return [a.size(0) for a in self.base_anchors]
-    num_base_priors = num_base_anchors
+# %% ../nbs/06_anchors.ipynb 27
+@patch(as_prop=True)
+def num_levels(self: AnchorGenerator) -> int: return len(self.strides)
 
-    def __repr__(self):
-        return (f'{type(self).__name__}(strides={self.strides}, ratios={self.ratios.tolist()}, '
-                f'scales={[round(s, 4) for s in self.scales.tolist()]}, base_sizes={self.base_sizes}, '
-                f'scale_major={self.scale_major}, num_base_anchors={self.num_base_anchors})')
+@patch(as_prop=True)
+def num_base_anchors(self: AnchorGenerator) -> list[int]:
+    "Anchors per cell, one count per level."
+    return [a.size(0) for a in self.base_anchors]
 
-# %% ../nbs/06_anchors.ipynb 26
-def _single_level_grid_priors(self: AnchorGenerator, featmap_size: tuple[int, int], level_idx: int,
+@patch(as_prop=True)
+def num_base_priors(self: AnchorGenerator) -> list[int]:
+    "`num_base_anchors` under the name the dense heads use for any prior generator."
+    return self.num_base_anchors
+
+@patch
+def __repr__(self: AnchorGenerator):
+    return (f'{type(self).__name__}(strides={self.strides}, ratios={self.ratios.tolist()}, '
+            f'scales={[round(s, 4) for s in self.scales.tolist()]}, base_sizes={self.base_sizes}, '
+            f'scale_major={self.scale_major}, num_base_anchors={self.num_base_anchors})')
+
+# %% ../nbs/06_anchors.ipynb 31
+@patch
+def single_level_grid_priors(self: AnchorGenerator, featmap_size: tuple[int, int], level_idx: int,
                              dtype=torch.float32, device='cpu') -> torch.Tensor:
     "Anchors of one level, `Tensor[H*W*A, 4]`: cell-major, base anchor fastest."
     base_anchors = self.base_anchors[level_idx].to(device).to(dtype)        # (A, 4)
@@ -124,33 +145,40 @@ def _single_level_grid_priors(self: AnchorGenerator, featmap_size: tuple[int, in
     shifts = torch.stack([shift_xx, shift_yy, shift_xx, shift_yy], dim=-1)  # (H*W, 4)
     return (base_anchors[None, :, :] + shifts[:, None, :]).view(-1, 4)     # (H*W, A, 4) -> (H*W*A, 4)
 
+# %% ../nbs/06_anchors.ipynb 34
 def _check_featmap_sizes(featmap_sizes, num_levels, who):
     if len(featmap_sizes) != num_levels:
         raise ValueError(f'{who}: got {len(featmap_sizes)} feature map sizes for {num_levels} levels: {list(featmap_sizes)}')
 
-def _grid_priors(self: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], dtype=torch.float32,
+@patch
+def grid_priors(self: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], dtype=torch.float32,
                 device='cpu') -> list[torch.Tensor]:
     "Anchors of all levels: one `Tensor[H_i*W_i*A_i, 4]` per level, for `featmap_sizes` [(H_i, W_i), ...]."
     _check_featmap_sizes(featmap_sizes, self.num_levels, type(self).__name__)
     return [self.single_level_grid_priors(tuple(featmap_sizes[i]), i, dtype, device) for i in range(self.num_levels)]
 
-AnchorGenerator.single_level_grid_priors = _single_level_grid_priors
-AnchorGenerator.grid_priors = _grid_priors
-
-# %% ../nbs/06_anchors.ipynb 36
-def _single_level_valid_flags(self: AnchorGenerator, featmap_size: tuple[int, int], valid_size: tuple[int, int],
-                             num_base_anchors: int, device='cpu') -> torch.Tensor:
-    "`Tensor[H*W*A]` bool: True for the anchors of the first `valid_size` (h, w) cells."
+# %% ../nbs/06_anchors.ipynb 44
+def _grid_valid_flags(featmap_size: tuple[int, int], valid_size: tuple[int, int], num_priors: int,
+                      device='cpu') -> torch.Tensor:
+    "`Tensor[H*W*A]` bool: True for the `num_priors` (A) priors of each of the first `valid_size` (h, w) cells."
     feat_h, feat_w = featmap_size
     valid_h, valid_w = valid_size
     if valid_h > feat_h or valid_w > feat_w:
         raise ValueError(f'valid size {valid_size} is larger than the feature map {featmap_size}')
     valid_y = torch.arange(feat_h, device=device) < valid_h
     valid_x = torch.arange(feat_w, device=device) < valid_w
-    valid = (valid_y[:, None] & valid_x[None, :]).reshape(-1)                # (H, W) -> (H*W,)
-    return valid[:, None].expand(valid.size(0), num_base_anchors).reshape(-1)  # (H*W, A) -> (H*W*A,)
+    valid = (valid_y[:, None] & valid_x[None, :]).reshape(-1)          # (H, W) -> (H*W,)
+    return valid[:, None].expand(valid.size(0), num_priors).reshape(-1)  # (H*W, A) -> (H*W*A,)
 
-def _valid_flags(self: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], pad_shape: tuple,
+# %% ../nbs/06_anchors.ipynb 48
+@patch
+def single_level_valid_flags(self: AnchorGenerator, featmap_size: tuple[int, int], valid_size: tuple[int, int],
+                             num_base_anchors: int, device='cpu') -> torch.Tensor:
+    "`Tensor[H*W*A]` bool: True for the anchors of the first `valid_size` (h, w) cells."
+    return _grid_valid_flags(featmap_size, valid_size, num_base_anchors, device)
+
+@patch
+def valid_flags(self: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]], pad_shape: tuple,
                 device='cpu') -> list[torch.Tensor]:
     "Per level, `Tensor[H*W*A]` bool: the anchor's cell lies within this image's `pad_shape` (h, w, ...)."
     _check_featmap_sizes(featmap_sizes, self.num_levels, type(self).__name__)
@@ -160,13 +188,10 @@ def _valid_flags(self: AnchorGenerator, featmap_sizes: Sequence[tuple[int, int]]
         stride_w, stride_h = self.strides[i]
         feat_h, feat_w = featmap_sizes[i]
         valid_size = (min(int(np.ceil(h / stride_h)), feat_h), min(int(np.ceil(w / stride_w)), feat_w))
-        flags.append(_single_level_valid_flags(self, (feat_h, feat_w), valid_size, self.num_base_priors[i], device))
+        flags.append(_grid_valid_flags((feat_h, feat_w), valid_size, self.num_base_priors[i], device))
     return flags
 
-AnchorGenerator.single_level_valid_flags = _single_level_valid_flags
-AnchorGenerator.valid_flags = _valid_flags
-
-# %% ../nbs/06_anchors.ipynb 39
+# %% ../nbs/06_anchors.ipynb 51
 def anchor_inside_flags(flat_anchors: torch.Tensor, valid_flags: torch.Tensor, img_shape: tuple,
                         allowed_border: float = 0) -> torch.Tensor:
     """`Tensor[N]` bool: valid and inside `img_shape` (h, w, ...) grown by `allowed_border` pixels
@@ -179,7 +204,7 @@ def anchor_inside_flags(flat_anchors: torch.Tensor, valid_flags: torch.Tensor, i
     return (valid_flags & (flat_anchors[:, 0] >= -allowed_border) & (flat_anchors[:, 1] >= -allowed_border)
             & (flat_anchors[:, 2] < img_w + allowed_border) & (flat_anchors[:, 3] < img_h + allowed_border))
 
-# %% ../nbs/06_anchors.ipynb 44
+# %% ../nbs/06_anchors.ipynb 56
 _SSD_FIRST_LEVEL = {(300, 0.15): (7, 15), (300, 0.2): (10, 20), (512, 0.1): (4, 10), (512, 0.15): (7, 15)}
 
 def ssd_min_max_sizes(input_size: int, basesize_ratio_range: tuple[float, float], num_levels: int):
@@ -196,7 +221,18 @@ def ssd_min_max_sizes(input_size: int, basesize_ratio_range: tuple[float, float]
     lo, hi = _SSD_FIRST_LEVEL[key]
     return [int(input_size * lo / 100)] + min_sizes, [int(input_size * hi / 100)] + max_sizes
 
-# %% ../nbs/06_anchors.ipynb 46
+# %% ../nbs/06_anchors.ipynb 59
+def _ssd_sizes(min_sizes, max_sizes, input_size: int, basesize_ratio_range: tuple[float, float], num_levels: int):
+    "`(min_sizes, max_sizes)` as lists: given, or from `ssd_min_max_sizes`; one of each per level."
+    if (min_sizes is None) != (max_sizes is None):
+        raise ValueError('SSDAnchorGenerator: give both min_sizes and max_sizes, or neither')
+    if min_sizes is None:
+        min_sizes, max_sizes = ssd_min_max_sizes(input_size, basesize_ratio_range, num_levels)
+    if not len(min_sizes) == len(max_sizes) == num_levels:
+        raise ValueError(f'SSDAnchorGenerator: {len(min_sizes)} min_sizes, {len(max_sizes)} max_sizes, {num_levels} strides')
+    return list(min_sizes), list(max_sizes)
+
+# %% ../nbs/06_anchors.ipynb 61
 @PRIOR_GENERATORS.register_module()
 class SSDAnchorGenerator(AnchorGenerator):
     """SSD anchors: per level the ratio-1 anchors of side `min_size` and `sqrt(min_size*max_size)`, then `1/r, r`
@@ -207,19 +243,15 @@ class SSDAnchorGenerator(AnchorGenerator):
                  max_sizes: Sequence[float] | None = None, scale_major: bool = True):
         if len(strides) != len(ratios):
             raise ValueError(f'SSDAnchorGenerator: {len(strides)} strides but {len(ratios)} lists of ratios')
-        if (min_sizes is None) != (max_sizes is None):
-            raise ValueError('SSDAnchorGenerator: give both min_sizes and max_sizes, or neither')
+        self.input_size, self.basesize_ratio_range = input_size, tuple(basesize_ratio_range)
+        self.min_sizes, self.max_sizes = _ssd_sizes(min_sizes, max_sizes, input_size, self.basesize_ratio_range,
+                                                    len(strides))
         self.strides = [_pair(s, 'strides') for s in strides]
         self.centers = [(s[0] / 2., s[1] / 2.) for s in self.strides]
-        self.input_size, self.basesize_ratio_range = input_size, tuple(basesize_ratio_range)
-        if min_sizes is None:
-            min_sizes, max_sizes = ssd_min_max_sizes(input_size, self.basesize_ratio_range, len(strides))
-        if not len(min_sizes) == len(max_sizes) == len(strides):
-            raise ValueError(f'SSDAnchorGenerator: {len(min_sizes)} min_sizes, {len(max_sizes)} max_sizes, {len(strides)} strides')
-        self.min_sizes, self.max_sizes = list(min_sizes), list(max_sizes)
-        self.scales = [torch.tensor([1., np.sqrt(mx / mn)], dtype=torch.float32) for mn, mx in zip(min_sizes, max_sizes)]
+        self.scales = [torch.tensor([1., np.sqrt(mx / mn)], dtype=torch.float32)
+                       for mn, mx in zip(self.min_sizes, self.max_sizes)]
         self.ratios = [torch.tensor([1.] + [x for r in rs for x in (1 / r, r)], dtype=torch.float32) for rs in ratios]
-        self.base_sizes, self.scale_major, self.center_offset = list(min_sizes), scale_major, 0.
+        self.base_sizes, self.scale_major, self.center_offset = list(self.min_sizes), scale_major, 0.
         self.octave_base_scale = self.scales_per_octave = None
         self.base_anchors = self.gen_base_anchors()
 
@@ -232,11 +264,13 @@ class SSDAnchorGenerator(AnchorGenerator):
             out.append(anchors[order])
         return out
 
-    def __repr__(self):
-        return (f'{type(self).__name__}(strides={self.strides}, min_sizes={self.min_sizes}, '
-                f'max_sizes={self.max_sizes}, num_base_anchors={self.num_base_anchors})')
+# %% ../nbs/06_anchors.ipynb 63
+@patch
+def __repr__(self: SSDAnchorGenerator):
+    return (f'{type(self).__name__}(strides={self.strides}, min_sizes={self.min_sizes}, '
+            f'max_sizes={self.max_sizes}, num_base_anchors={self.num_base_anchors})')
 
-# %% ../nbs/06_anchors.ipynb 50
+# %% ../nbs/06_anchors.ipynb 67
 @PRIOR_GENERATORS.register_module()
 class MlvlPointGenerator:
     "Points (cell centres) for anchor-free heads: per level `Tensor[H*W, 2]` (x, y), or `(x, y, stride_w, stride_h)`."
@@ -249,30 +283,47 @@ class MlvlPointGenerator:
     @property
     def num_base_priors(self) -> list[int]: return [1] * self.num_levels
 
-    def single_level_grid_priors(self, featmap_size, level_idx: int, dtype=torch.float32, device='cpu',
-                                 with_stride: bool = False) -> torch.Tensor:
-        xx, yy = grid_shifts(featmap_size, self.strides[level_idx], dtype, device, offset=self.offset)
-        if not with_stride:
-            return torch.stack([xx, yy], dim=-1)                                   # (H*W, 2)
-        stride_w, stride_h = self.strides[level_idx]
-        return torch.stack([xx, yy, xx.new_full(xx.shape, stride_w), yy.new_full(yy.shape, stride_h)], dim=-1)
-
-    def grid_priors(self, featmap_sizes, dtype=torch.float32, device='cpu', with_stride: bool = False):
-        "One `Tensor[H_i*W_i, 2 or 4]` per level."
-        _check_featmap_sizes(featmap_sizes, self.num_levels, type(self).__name__)
-        return [self.single_level_grid_priors(tuple(featmap_sizes[i]), i, dtype, device, with_stride)
-                for i in range(self.num_levels)]
-
-    def valid_flags(self, featmap_sizes, pad_shape, device='cpu') -> list[torch.Tensor]:
-        "Per level, `Tensor[H*W]` bool, as `AnchorGenerator.valid_flags` with one prior per cell."
-        return _valid_flags(self, featmap_sizes, pad_shape, device)
-
-    def single_level_valid_flags(self, featmap_size, valid_size, device='cpu') -> torch.Tensor:
-        return _single_level_valid_flags(self, featmap_size, valid_size, 1, device)
-
     def __repr__(self): return f'{type(self).__name__}(strides={self.strides}, offset={self.offset})'
 
-# %% ../nbs/06_anchors.ipynb 60
+# %% ../nbs/06_anchors.ipynb 70
+@patch
+def single_level_grid_priors(self: MlvlPointGenerator, featmap_size, level_idx: int, dtype=torch.float32,
+                             device='cpu', with_stride: bool = False) -> torch.Tensor:
+    xx, yy = grid_shifts(featmap_size, self.strides[level_idx], dtype, device, offset=self.offset)
+    if not with_stride:
+        return torch.stack([xx, yy], dim=-1)                                   # (H*W, 2)
+    stride_w, stride_h = self.strides[level_idx]
+    return torch.stack([xx, yy, xx.new_full(xx.shape, stride_w), yy.new_full(yy.shape, stride_h)], dim=-1)
+
+@patch
+def grid_priors(self: MlvlPointGenerator, featmap_sizes, dtype=torch.float32, device='cpu', with_stride: bool = False):
+    "One `Tensor[H_i*W_i, 2 or 4]` per level."
+    _check_featmap_sizes(featmap_sizes, self.num_levels, type(self).__name__)
+    return [self.single_level_grid_priors(tuple(featmap_sizes[i]), i, dtype, device, with_stride)
+            for i in range(self.num_levels)]
+
+# %% ../nbs/06_anchors.ipynb 74
+@patch
+def valid_flags(self: MlvlPointGenerator, featmap_sizes, pad_shape, device='cpu') -> list[torch.Tensor]:
+    "Per level, `Tensor[H*W]` bool, as `AnchorGenerator.valid_flags` with one prior per cell."
+    return AnchorGenerator.valid_flags(self, featmap_sizes, pad_shape, device)
+
+@patch
+def single_level_valid_flags(self: MlvlPointGenerator, featmap_size, valid_size, device='cpu') -> torch.Tensor:
+    return _grid_valid_flags(featmap_size, valid_size, 1, device)
+
+# %% ../nbs/06_anchors.ipynb 83
+def _anchor_counts(generator: AnchorGenerator, featmap_sizes, priors, flags, img_hw, allowed_border: float) -> list[dict]:
+    "Per level: `level`, `stride`, `featmap`, `cells`, `anchors`, `inside`, `outside` (as `anchor_inside_flags` counts)."
+    counts = []
+    for i, (p, f) in enumerate(zip(priors, flags)):
+        ins = anchor_inside_flags(p, f, img_hw, allowed_border)
+        counts.append(dict(level=i, stride=generator.strides[i][0], featmap=featmap_sizes[i],
+                           cells=featmap_sizes[i][0] * featmap_sizes[i][1], anchors=len(p),
+                           inside=int(ins.sum()), outside=int(len(p) - ins.sum())))
+    return counts
+
+# %% ../nbs/06_anchors.ipynb 86
 def anchor_view(img_shape: tuple, generator: AnchorGenerator, level: int = 0, cell: tuple[int, int] | None = None,
                 allowed_border: float = 0) -> dict:
     """What the anchor widget shows for an image of `img_shape` (h, w, ...): feature-map sizes `ceil(h/s), ceil(w/s)`,
@@ -280,30 +331,29 @@ def anchor_view(img_shape: tuple, generator: AnchorGenerator, level: int = 0, ce
     and per-level counts (`cells`, `anchors`, `inside`, `outside`)."""
     if not 0 <= level < generator.num_levels:
         raise ValueError(f'anchor_view: level {level} out of range: the generator has {generator.num_levels} levels')
+    # 1. feature-map sizes and the cell, clamped to the grid
     h, w = img_shape[:2]
     featmap_sizes = [(math.ceil(h / sh), math.ceil(w / sw)) for sw, sh in generator.strides]
     feat_h, feat_w = featmap_sizes[level]
     row, col = cell if cell is not None else (feat_h // 2, feat_w // 2)
     row, col = min(max(int(row), 0), feat_h - 1), min(max(int(col), 0), feat_w - 1)
+    # 2. counts per level
     priors = generator.grid_priors(featmap_sizes)
-    flags = generator.valid_flags(featmap_sizes, (h, w))
-    counts = []
-    for i, (p, f) in enumerate(zip(priors, flags)):
-        ins = anchor_inside_flags(p, f, (h, w), allowed_border)
-        counts.append(dict(level=i, stride=generator.strides[i][0], featmap=featmap_sizes[i],
-                           cells=featmap_sizes[i][0] * featmap_sizes[i][1], anchors=len(p),
-                           inside=int(ins.sum()), outside=int(len(p) - ins.sum())))
+    counts = _anchor_counts(generator, featmap_sizes, priors, generator.valid_flags(featmap_sizes, (h, w)),
+                            (h, w), allowed_border)
+    # 3. the anchors at the cell
     A = generator.num_base_anchors[level]
     first = (row * feat_w + col) * A                      # anchor index of (row, col, base anchor 0)
     here = priors[level][first:first + A]
     inside_here = anchor_inside_flags(here, torch.ones(A, dtype=torch.bool), (h, w), allowed_border)
+    # 4. the level's cell centres
     xx, yy = grid_shifts(featmap_sizes[level], generator.strides[level])
     centre = generator.base_anchors[level].new_tensor([(generator.base_anchors[level][:, [0, 2]].mean()),
                                                       (generator.base_anchors[level][:, [1, 3]].mean())])
     return dict(level=level, cell=(row, col), featmap_sizes=featmap_sizes, anchors=here, inside=inside_here,
                 centres=torch.stack([xx, yy], -1) + centre, counts=counts, anchor_indices=(first, first + A))
 
-# %% ../nbs/06_anchors.ipynb 64
+# %% ../nbs/06_anchors.ipynb 90
 def _toy_image(h: int = 320, w: int = 480, seed: int = 0) -> np.ndarray:
     "A synthetic RGB image (uint8 (h, w, 3)): a soft background with a few coloured rectangles and discs."
     rng = np.random.default_rng(seed)
@@ -317,21 +367,25 @@ def _toy_image(h: int = 320, w: int = 480, seed: int = 0) -> np.ndarray:
         img[(xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2] = rng.integers(30, 220, 3)
     return img.clip(0, 255).astype(np.uint8)
 
+# %% ../nbs/06_anchors.ipynb 93
 def plot_anchor_view(img: np.ndarray, view: dict, ax=None, show_centres: bool = True):
     "Draw an `anchor_view`: image, cell centres of the level, anchors at the cell (dashed red = outside). Returns `ax`."
+    # 1. the image and the cell centres
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 5))
     show_image(img, ax=ax)
     if show_centres:
         c = view['centres'].numpy()
         ax.plot(c[:, 0], c[:, 1], '.', color='white', ms=2, alpha=0.6)
+    # 2. the anchors at the cell
     anchors, inside = view['anchors'], view['inside']
     draw_boxes(ax, anchors[inside], color='lime', linewidth=1.5)
     draw_boxes(ax, anchors[~inside], color='red', linewidth=1.5, linestyle='--')
     cx, cy = ((anchors[0, :2] + anchors[0, 2:]) / 2).tolist()
     ax.plot([cx], [cy], 'y+', ms=12, mew=2)
+    # 3. zoom out just enough to show every anchor; the title
     h, w = img.shape[:2]
-    x1, y1 = anchors[:, :2].min(0).values.tolist()       # zoom out just enough to show every anchor
+    x1, y1 = anchors[:, :2].min(0).values.tolist()
     x2, y2 = anchors[:, 2:].max(0).values.tolist()
     ax.set_xlim(min(-10, x1 - 10), max(w + 10, x2 + 10)); ax.set_ylim(max(h + 10, y2 + 10), min(-10, y1 - 10))
     cnt = view['counts'][view['level']]
@@ -339,7 +393,7 @@ def plot_anchor_view(img: np.ndarray, view: dict, ax=None, show_centres: bool = 
                  f"cell {view['cell']}: {int(inside.sum())}/{len(inside)} inside", fontsize=9)
     return ax
 
-# %% ../nbs/06_anchors.ipynb 68
+# %% ../nbs/06_anchors.ipynb 97
 def _floats(text: str, name: str) -> list[float]:
     try:
         vals = [float(t) for t in str(text).replace(';', ',').split(',') if t.strip()]
@@ -356,6 +410,7 @@ def anchor_widget_update(img: np.ndarray, strides: Sequence[int], ratios: str, s
     view = anchor_view(img.shape, generator, level, (row, col), allowed_border)
     return view, plot_anchor_view(img, view, ax=ax)
 
+# %% ../nbs/06_anchors.ipynb 100
 def _counts_html(counts) -> str:
     rows = ''.join(f"<tr><td>{c['level']}</td><td>{c['stride']}</td><td>{c['featmap'][0]}×{c['featmap'][1]}</td>"
                    f"<td>{c['anchors']}</td><td>{c['inside']}</td><td>{c['outside']}</td></tr>" for c in counts)
@@ -363,35 +418,40 @@ def _counts_html(counts) -> str:
             f'{rows}<tr><td colspan=3><b>total</b></td><td>{sum(c["anchors"] for c in counts)}</td>'
             f'<td>{sum(c["inside"] for c in counts)}</td><td>{sum(c["outside"] for c in counts)}</td></tr></table>')
 
+def _anchor_widget_refresh(images: dict, strides: Sequence[int], controls: dict, out, table, msg):
+    "Redraw the widget from its `controls` (name -> ipywidget) into the Output `out`; fill `table`, or `msg` on bad input."
+    from IPython.display import display
+    img = images[controls['image'].value]
+    h, w = img.shape[:2]
+    s = strides[controls['level'].value]
+    controls['row'].max, controls['col'].max = math.ceil(h / s) - 1, math.ceil(w / s) - 1
+    v = {name: control.value for name, control in controls.items()}
+    with out:
+        out.clear_output(wait=True)
+        try:
+            fig, ax = plt.subplots(figsize=(7, 5))
+            view, _ = anchor_widget_update(img, strides, v['ratios'], v['scales'], v['level'], v['row'], v['col'],
+                                           v['allowed_border'], ax=ax)
+            display(fig); plt.close(fig)
+            table.value, msg.value = _counts_html(view['counts']), ''
+        except ValueError as e:
+            plt.close('all'); msg.value = f'<span style="color:red">{e}</span>'
+
+# %% ../nbs/06_anchors.ipynb 103
 def anchor_widget(images: dict | None = None, strides: Sequence[int] = (8, 16, 32, 64, 128),
                   ratios: str = '0.5, 1, 2', scales: str = '4, 5.04, 6.35'):
     "An ipywidgets explorer of anchors over `images` (name -> (h, w, 3) uint8 array); returns the widget box."
     import ipywidgets as W
-    from IPython.display import display
     images = images or {'toy 320×480': _toy_image(), 'toy 480×320': _toy_image(480, 320, seed=1)}
-    img_dd = W.Dropdown(options=list(images), description='image')
-    level = W.IntSlider(0, 0, len(strides) - 1, description='level')
-    ratios_t, scales_t = W.Text(ratios, description='ratios'), W.Text(scales, description='scales')
-    row, col = W.IntSlider(5, 0, 200, description='row'), W.IntSlider(5, 0, 200, description='col')
-    border = W.IntSlider(0, -1, 64, description='allowed_border')
+    c = dict(image=W.Dropdown(options=list(images), description='image'),
+             level=W.IntSlider(0, 0, len(strides) - 1, description='level'),
+             ratios=W.Text(ratios, description='ratios'), scales=W.Text(scales, description='scales'),
+             row=W.IntSlider(5, 0, 200, description='row'), col=W.IntSlider(5, 0, 200, description='col'),
+             allowed_border=W.IntSlider(0, -1, 64, description='allowed_border'))
     out, table, msg = W.Output(), W.HTML(), W.HTML()
-
-    def update(*_):
-        img = images[img_dd.value]
-        h, w = img.shape[:2]
-        s = strides[level.value]
-        row.max, col.max = math.ceil(h / s) - 1, math.ceil(w / s) - 1
-        with out:
-            out.clear_output(wait=True)
-            try:
-                fig, ax = plt.subplots(figsize=(7, 5))
-                view, _ = anchor_widget_update(img, strides, ratios_t.value, scales_t.value, level.value,
-                                               row.value, col.value, border.value, ax=ax)
-                display(fig); plt.close(fig)
-                table.value, msg.value = _counts_html(view['counts']), ''
-            except ValueError as e:
-                plt.close('all'); msg.value = f'<span style="color:red">{e}</span>'
-    for w_ in (img_dd, level, ratios_t, scales_t, row, col, border):
-        w_.observe(update, names='value')
+    def update(*_): _anchor_widget_refresh(images, strides, c, out, table, msg)
+    for control in c.values():
+        control.observe(update, names='value')
     update()
-    return W.VBox([W.HBox([img_dd, level, border]), W.HBox([ratios_t, scales_t]), W.HBox([row, col]), msg, out, table])
+    return W.VBox([W.HBox([c['image'], c['level'], c['allowed_border']]), W.HBox([c['ratios'], c['scales']]),
+                   W.HBox([c['row'], c['col']]), msg, out, table])

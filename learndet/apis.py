@@ -23,11 +23,12 @@ __all__ = ['train_detector', 'train_from_config', 'train_main', 'init_detector',
            'test_main']
 
 # %% ../nbs/18_apis.ipynb 4
-from .config import Config
+from .config import Config, add_cfg_options, load_config, parse_cfg_options
 from .core import get_device, set_random_seed, to_device
 from .registry import COMMANDS
-from .runner import (build_runner, get_logger, get_dist_info, init_dist, wrap_ddp, rank_seed,
-                             load_checkpoint, unwrap_model)
+from .runner import build_runner
+from .dist_utils import get_logger, get_dist_info, init_dist, wrap_ddp, rank_seed, unwrap_model
+from .checkpoint import load_checkpoint
 from .optim import build_optimizer, auto_scale_lr
 from .hooks import EvalHook, single_gpu_test
 from .data.datasets import build_dataset
@@ -120,7 +121,6 @@ def _train_pipeline(train_cfg) -> list:
 
 def _load_cfg(config, cfg_options: Mapping | None = None) -> Config:
     "A copy of `config` (a `Config`, a path or a shipped config name) with `cfg_options` (`{'a.b': value}`) applied."
-    from learndet.cli import load_config
     cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
@@ -159,8 +159,6 @@ def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping 
 @COMMANDS.register_module(name='train')
 def train_main(argv: Sequence[str] | None = None) -> int:
     "Train a detector from a config file."
-    from learndet.cli import add_cfg_options
-    from learndet.config import parse_cfg_options
     parser = argparse.ArgumentParser(prog='learndet train', description=train_main.__doc__)
     parser.add_argument('config', help='config file, or a config shipped with learndet')
     parser.add_argument('--work-dir', help='where checkpoints and logs go (default ./work_dirs/CONFIG_NAME)')
@@ -269,8 +267,6 @@ def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | 
 @COMMANDS.register_module(name='test')
 def test_main(argv: Sequence[str] | None = None) -> int:
     "Evaluate a checkpoint on a config's test set."
-    from learndet.cli import add_cfg_options
-    from learndet.config import parse_cfg_options
     parser = argparse.ArgumentParser(prog='learndet test', description=test_main.__doc__)
     parser.add_argument('config', help='config file, or a config shipped with learndet')
     parser.add_argument('checkpoint', help='checkpoint file (learndet or mmdetection 2.x)')

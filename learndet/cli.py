@@ -6,49 +6,20 @@
 from __future__ import annotations
 
 import argparse
-import difflib
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import learndet
-from .config import Config, ConfigError, parse_cfg_options
+from .config import CONFIGS_DIR, Config, ConfigError, add_cfg_options, find_config, load_config, parse_cfg_options
 from .registry import COMMANDS, register_all_modules
 
 # %% auto 0
-__all__ = ['CONFIGS_DIR', 'find_config', 'load_config', 'add_cfg_options', 'print_config_main', 'build_parser', 'main']
-
-# %% ../nbs/19_cli.ipynb 5
-CONFIGS_DIR = Path(learndet.__file__).parent / 'configs'
-
-def find_config(name: str | Path) -> Path:
-    "`name` as a path if it exists, else a config shipped in learndet/configs; else a `FileNotFoundError` with suggestions."
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    shipped = CONFIGS_DIR / name
-    if shipped.is_file():
-        return shipped
-    known = sorted(str(p.relative_to(CONFIGS_DIR)) for p in CONFIGS_DIR.rglob('*.py') if '_base_' not in p.parts) \
-        if CONFIGS_DIR.is_dir() else []
-    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
-    hint = f' Did you mean {" or ".join(close)}?' if close else ''
-    raise FileNotFoundError(f'config file not found: {name} (not a file here, nor a config shipped in {CONFIGS_DIR}).{hint}')
-
-def load_config(name: str | Path, cfg_options: Sequence[str] | None = None) -> Config:
-    "Find and load a config, then apply `--cfg-options` strings such as `['optimizer.lr=0.01']`."
-    cfg = Config.fromfile(find_config(name))
-    if cfg_options:
-        cfg.merge_from_dict(parse_cfg_options(cfg_options))
-    return cfg
+__all__ = ['print_config_main', 'build_parser', 'main']
 
 # %% ../nbs/19_cli.ipynb 7
-def add_cfg_options(parser: argparse.ArgumentParser):
-    "Add the `--cfg-options KEY=VALUE ...` argument every config-taking command shares."
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                        help='override config values, e.g. optimizer.lr=0.01 data.samples_per_gpu=4 '
-                             'model.bbox_head.num_classes=3 img_scale="(640, 480)"')
-
 @COMMANDS.register_module(name='print-config')
 def print_config_main(argv: Sequence[str] | None = None) -> int:
     "Print a config with its _base_ files merged and --cfg-options applied."
@@ -68,9 +39,6 @@ def print_config_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 # %% ../nbs/19_cli.ipynb 9
-import os
-import tempfile
-
 def _help_line(fn) -> str:
     return (fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''
 
@@ -84,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=_help_line(COMMANDS.get(name)), add_help=False)
     return parser
 
+# %% ../nbs/19_cli.ipynb 10
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `learndet` console script."
     register_all_modules()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from fastcore.basics import patch
 import numpy as np
 import torch
 from torch import Tensor
@@ -34,6 +35,15 @@ def bbox2delta(proposals: Tensor, gt: Tensor, means: Sequence[float] = (0., 0., 
     return (deltas - deltas.new_tensor(means)) / deltas.new_tensor(stds)
 
 # %% ../nbs/07_coders.ipynb 15
+def _clamp_deltas(dxy_wh: Tensor, dwh: Tensor, wh_ratio_clip: float, add_ctr_clamp: bool, ctr_clamp: float):
+    """Bound the log size ratios `dwh` by |log(wh_ratio_clip)|; with `add_ctr_clamp`, bound the centre shift `dxy_wh`
+    (in pixels) by `ctr_clamp` and the size ratios from above only. Returns `(dxy_wh, dwh)`."""
+    max_ratio = abs(float(np.log(wh_ratio_clip)))
+    if add_ctr_clamp:
+        return dxy_wh.clamp(min=-ctr_clamp, max=ctr_clamp), dwh.clamp(max=max_ratio)
+    return dxy_wh, dwh.clamp(min=-max_ratio, max=max_ratio)
+
+# %% ../nbs/07_coders.ipynb 18
 def delta2bbox(rois: Tensor, deltas: Tensor, means: Sequence[float] = (0., 0., 0., 0.),
                stds: Sequence[float] = (1., 1., 1., 1.), max_shape=None, wh_ratio_clip: float = 16 / 1000,
                clip_border: bool = True, add_ctr_clamp: bool = False, ctr_clamp: float = 32) -> Tensor:
@@ -43,26 +53,23 @@ def delta2bbox(rois: Tensor, deltas: Tensor, means: Sequence[float] = (0., 0., 0
     `ctr_clamp` pixels."""
     if deltas.numel() == 0:
         return deltas.clone()
+    # 1. un-normalise
     k = deltas.shape[-1] // 4
     deltas = deltas.unflatten(-1, (k, 4))                                  # (..., N, 4k) -> (..., N, k, 4)
     denorm = deltas * deltas.new_tensor(stds) + deltas.new_tensor(means)
-    dxy, dwh = denorm[..., :2], denorm[..., 2:]                            # (..., N, k, 2) each
+    # 2. the rois' centres and sizes; the centre shift in pixels; the clamps
     rois = rois[..., None, :].to(deltas.dtype)                             # (..., N, 1, 4)
     pxy, pwh = (rois[..., :2] + rois[..., 2:]) * 0.5, rois[..., 2:] - rois[..., :2]
-    dxy_wh = pwh * dxy                                                     # centre shift in pixels
-    max_ratio = abs(float(np.log(wh_ratio_clip)))
-    if add_ctr_clamp:
-        dxy_wh = dxy_wh.clamp(min=-ctr_clamp, max=ctr_clamp)
-        dwh = dwh.clamp(max=max_ratio)
-    else:
-        dwh = dwh.clamp(min=-max_ratio, max=max_ratio)
+    dxy_wh, dwh = _clamp_deltas(pwh * denorm[..., :2], denorm[..., 2:], wh_ratio_clip, add_ctr_clamp, ctr_clamp)
+    # 3. move the centre, scale the size
     gxy, gwh = pxy + dxy_wh, pwh * dwh.exp()
+    # 4. the corners, clipped to the image
     bboxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], -1).flatten(-2)  # (..., N, k, 4) -> (..., N, 4k)
     if clip_border and max_shape is not None:
         bboxes = bbox_clip(bboxes, max_shape)
     return bboxes
 
-# %% ../nbs/07_coders.ipynb 28
+# %% ../nbs/07_coders.ipynb 31
 @BBOX_CODERS.register_module()
 class DeltaXYWHBBoxCoder:
     """Encode boxes as normalised (dx, dy, dw, dh) deltas relative to anchors/proposals and decode them back
@@ -79,18 +86,29 @@ class DeltaXYWHBBoxCoder:
         "Regression targets `Tensor[..., N, 4]` for ground truths `gt_bboxes` matched to anchors `bboxes` (both `[..., N, 4]`)."
         return bbox2delta(bboxes, gt_bboxes, self.means, self.stds)
 
-    def decode(self, bboxes: Tensor, pred_bboxes: Tensor, max_shape=None, wh_ratio_clip: float = 16 / 1000) -> Tensor:
-        "Boxes `Tensor[..., N, 4k]` from deltas `pred_bboxes` `[..., N, 4k]` and anchors `bboxes` `[..., N, 4]`."
-        if bboxes.shape[-1] != 4 or pred_bboxes.shape[-1] % 4 or bboxes.shape[-2] != pred_bboxes.shape[-2]:
-            raise ValueError(f'DeltaXYWHBBoxCoder.decode: bboxes must be (..., N, 4) and pred_bboxes (..., N, 4k), '
-                             f'got {tuple(bboxes.shape)} and {tuple(pred_bboxes.shape)}')
-        return delta2bbox(bboxes, pred_bboxes, self.means, self.stds, max_shape, wh_ratio_clip,
-                          self.clip_border, self.add_ctr_clamp, self.ctr_clamp)
-
-    def __repr__(self):
-        return f'DeltaXYWHBBoxCoder(target_means={self.means}, target_stds={self.stds}, clip_border={self.clip_border})'
-
 # %% ../nbs/07_coders.ipynb 34
+@patch
+def decode(self: DeltaXYWHBBoxCoder, bboxes: Tensor, pred_bboxes: Tensor, max_shape=None,
+           wh_ratio_clip: float = 16 / 1000) -> Tensor:
+    "Boxes `Tensor[..., N, 4k]` from deltas `pred_bboxes` `[..., N, 4k]` and anchors `bboxes` `[..., N, 4]`."
+    if bboxes.shape[-1] != 4 or pred_bboxes.shape[-1] % 4 or bboxes.shape[-2] != pred_bboxes.shape[-2]:
+        raise ValueError(f'DeltaXYWHBBoxCoder.decode: bboxes must be (..., N, 4) and pred_bboxes (..., N, 4k), '
+                         f'got {tuple(bboxes.shape)} and {tuple(pred_bboxes.shape)}')
+    return delta2bbox(bboxes, pred_bboxes, self.means, self.stds, max_shape, wh_ratio_clip,
+                      self.clip_border, self.add_ctr_clamp, self.ctr_clamp)
+
+@patch
+def __repr__(self: DeltaXYWHBBoxCoder):
+    return f'DeltaXYWHBBoxCoder(target_means={self.means}, target_stds={self.stds}, clip_border={self.clip_border})'
+
+# %% ../nbs/07_coders.ipynb 39
+def _as_normalizer(normalizer, like: Tensor) -> Tensor:
+    "A float, or 4 values (one per side), as a tensor that broadcasts against `like` (..., 4)."
+    t = like.new_tensor(normalizer)
+    if t.ndim != 0 and t.shape != (4,):
+        raise ValueError(f'normalizer must be a float or 4 values, got {normalizer!r}')
+    return t
+
 def bboxes2tblr(priors: Tensor, gts: Tensor, normalizer: float | Sequence[float] = 4.0, normalize_by_wh: bool = True) -> Tensor:
     """xyxy `gts` `Tensor[..., N, 4]` as distances (top, bottom, left, right) `Tensor[..., N, 4]` from the centres of
     xyxy `priors` `Tensor[..., N, 4]`, divided by the prior's (h, h, w, w) if `normalize_by_wh`, then by `normalizer`."""
@@ -104,6 +122,7 @@ def bboxes2tblr(priors: Tensor, gts: Tensor, normalizer: float | Sequence[float]
         loc = loc / torch.stack([h, h, w, w], -1)
     return loc / _as_normalizer(normalizer, loc)
 
+# %% ../nbs/07_coders.ipynb 43
 def tblr2bboxes(priors: Tensor, tblr: Tensor, normalizer: float | Sequence[float] = 4.0, normalize_by_wh: bool = True,
                 max_shape=None, clip_border: bool = True) -> Tensor:
     "Inverse of `bboxes2tblr`: (top, bottom, left, right) `Tensor[..., N, 4]` -> xyxy `Tensor[..., N, 4]`, clipped to `max_shape`."
@@ -118,14 +137,7 @@ def tblr2bboxes(priors: Tensor, tblr: Tensor, normalizer: float | Sequence[float
         bboxes = bbox_clip(bboxes, max_shape)
     return bboxes
 
-def _as_normalizer(normalizer, like: Tensor) -> Tensor:
-    "A float, or 4 values (one per side), as a tensor that broadcasts against `like` (..., 4)."
-    t = like.new_tensor(normalizer)
-    if t.ndim != 0 and t.shape != (4,):
-        raise ValueError(f'normalizer must be a float or 4 values, got {normalizer!r}')
-    return t
-
-# %% ../nbs/07_coders.ipynb 39
+# %% ../nbs/07_coders.ipynb 48
 @BBOX_CODERS.register_module()
 class TBLRBBoxCoder:
     "Encode boxes as (top, bottom, left, right) distances from prior centres, normalised by prior size and `normalizer`."
@@ -146,7 +158,7 @@ class TBLRBBoxCoder:
     def __repr__(self):
         return f'TBLRBBoxCoder(normalizer={self.normalizer}, clip_border={self.clip_border})'
 
-# %% ../nbs/07_coders.ipynb 43
+# %% ../nbs/07_coders.ipynb 52
 @BBOX_CODERS.register_module()
 class DistancePointBBoxCoder:
     "Encode boxes as (left, top, right, bottom) distances from points, and decode them back."
@@ -160,12 +172,15 @@ class DistancePointBBoxCoder:
                              f'got {tuple(points.shape)} and {tuple(gt_bboxes.shape)}')
         return bbox2distance(points, gt_bboxes, max_dis, eps)
 
-    def decode(self, points: Tensor, pred_bboxes: Tensor, max_shape=None) -> Tensor:
-        "Boxes `Tensor[..., N, 4]` from distances `pred_bboxes` `[..., N, 4]` and `points` `[..., N, 2]`."
-        if points.shape[-1] != 2 or pred_bboxes.shape[-1] != 4 or points.shape[-2] != pred_bboxes.shape[-2]:
-            raise ValueError(f'DistancePointBBoxCoder.decode: points must be (..., N, 2) and pred_bboxes (..., N, 4), '
-                             f'got {tuple(points.shape)} and {tuple(pred_bboxes.shape)}')
-        return distance2bbox(points, pred_bboxes, max_shape if self.clip_border else None)
+# %% ../nbs/07_coders.ipynb 56
+@patch
+def decode(self: DistancePointBBoxCoder, points: Tensor, pred_bboxes: Tensor, max_shape=None) -> Tensor:
+    "Boxes `Tensor[..., N, 4]` from distances `pred_bboxes` `[..., N, 4]` and `points` `[..., N, 2]`."
+    if points.shape[-1] != 2 or pred_bboxes.shape[-1] != 4 or points.shape[-2] != pred_bboxes.shape[-2]:
+        raise ValueError(f'DistancePointBBoxCoder.decode: points must be (..., N, 2) and pred_bboxes (..., N, 4), '
+                         f'got {tuple(points.shape)} and {tuple(pred_bboxes.shape)}')
+    return distance2bbox(points, pred_bboxes, max_shape if self.clip_border else None)
 
-    def __repr__(self):
-        return f'DistancePointBBoxCoder(clip_border={self.clip_border})'
+@patch
+def __repr__(self: DistancePointBBoxCoder):
+    return f'DistancePointBBoxCoder(clip_border={self.clip_border})'

@@ -5,9 +5,11 @@
 # %% ../nbs/01_config.ipynb 3
 from __future__ import annotations
 
+import argparse
 import ast
 import copy
 import difflib
+import importlib
 import json
 import keyword
 import math
@@ -18,14 +20,15 @@ import traceback
 import warnings
 from pathlib import Path
 from types import FunctionType, ModuleType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from .registry import import_modules_from_strings
+import learndet
 
 # %% auto 0
-__all__ = ['ConfigDict', 'ConfigError', 'merge_into', 'parse_value', 'parse_cfg_options', 'Config']
+__all__ = ['CONFIGS_DIR', 'ConfigDict', 'ConfigError', 'merge_into', 'parse_value', 'parse_cfg_options', 'Config',
+           'import_modules_from_strings', 'find_config', 'load_config', 'add_cfg_options']
 
 # %% ../nbs/01_config.ipynb 8
 def _wrap(value: Any) -> Any:
@@ -545,3 +548,52 @@ def _merge_from_dict(self: Config, options: Mapping[str, Any], allow_list_keys: 
     return self
 
 Config.merge_from_dict = _merge_from_dict
+
+# %% ../nbs/01_config.ipynb 60
+def import_modules_from_strings(imports: str | list[str], allow_failed_imports: bool = False) -> list:
+    "Import each module named in `imports` (so its components register); return the modules."
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(imports, (list, tuple)) or not all(isinstance(m, str) for m in imports):
+        raise TypeError(f'custom_imports.imports must be a module name or a list of them, got {imports!r}')
+    modules = []
+    for name in imports:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as e:
+            if not allow_failed_imports:
+                raise ImportError(f'custom_imports: cannot import {name!r}: {e}') from e
+            warnings.warn(f'custom_imports: {name!r} failed to import and is skipped ({e})', UserWarning)
+            modules.append(None)
+    return modules
+
+# %% ../nbs/01_config.ipynb 68
+CONFIGS_DIR = Path(learndet.__file__).parent / 'configs'
+
+def find_config(name: str | Path) -> Path:
+    "`name` as a path if it exists, else a config shipped in learndet/configs; else a `FileNotFoundError` with suggestions."
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIGS_DIR / name
+    if shipped.is_file():
+        return shipped
+    known = sorted(str(p.relative_to(CONFIGS_DIR)) for p in CONFIGS_DIR.rglob('*.py') if '_base_' not in p.parts) \
+        if CONFIGS_DIR.is_dir() else []
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f' Did you mean {" or ".join(close)}?' if close else ''
+    raise FileNotFoundError(f'config file not found: {name} (not a file here, nor a config shipped in {CONFIGS_DIR}).{hint}')
+
+# %% ../nbs/01_config.ipynb 72
+def load_config(name: str | Path, cfg_options: Sequence[str] | None = None) -> Config:
+    "Find and load a config, then apply `--cfg-options` strings such as `['optimizer.lr=0.01']`."
+    cfg = Config.fromfile(find_config(name))
+    if cfg_options:
+        cfg.merge_from_dict(parse_cfg_options(cfg_options))
+    return cfg
+
+def add_cfg_options(parser: argparse.ArgumentParser):
+    "Add the `--cfg-options KEY=VALUE ...` argument every config-taking command shares."
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='override config values, e.g. optimizer.lr=0.01 data.samples_per_gpu=4 '
+                             'model.bbox_head.num_classes=3 img_scale="(640, 480)"')

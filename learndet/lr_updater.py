@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 import torch
 
 from .registry import HOOKS
-from .runner import Hook, build_runner, get_logger
+from .runner import Hook, build_runner
+from .dist_utils import get_logger
 
 # %% auto 0
 __all__ = ['warmup_factor', 'LrUpdaterHook', 'simulate_lr', 'StepLrUpdaterHook', 'annealing_cos', 'annealing_linear',

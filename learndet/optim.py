@@ -18,8 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .registry import COMMANDS, OPTIMIZERS, build_from_cfg
-from .runner import get_rng_state, parse_losses, set_rng_state, unwrap_model
+from .registry import COMMANDS, DETECTORS, OPTIMIZERS, build_from_cfg
+from .core import get_device, set_random_seed, to_device
+from .config import add_cfg_options, load_config
+from .data.datasets import CustomDataset, build_dataset
+from .data.loader import build_dataloader
+from .runner import parse_losses
+from .checkpoint import get_rng_state, set_rng_state
+from .dist_utils import unwrap_model
 
 # %% auto 0
 __all__ = ['TORCH_OPTIMIZERS', 'NORM_TYPES', 'register_torch_optimizers', 'paramwise_options', 'build_optimizer', 'scale_lr',
@@ -226,14 +232,10 @@ def lr_find(model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, sta
     suggestion, lr_min = _suggest(lrs, finite)                                 # 4.
     return LRFinderResult(lrs, losses, smoothed, suggestion, lr_min, stopped_early=len(lrs) < num_iters)
 
-# %% ../nbs/16_optim.ipynb 29
-from .core import to_device
-
+# %% ../nbs/16_optim.ipynb 30
 def build_train_loader(cfg: Mapping, shuffle: bool = True):
     """The training DataLoader of a config: `cfg.data.train` (built with the datasets chapter's `build_dataset`),
     `samples_per_gpu` per batch; detection datasets get `build_dataloader` (group sampler, padding `collate`)."""
-    from learndet.data.datasets import CustomDataset, build_dataset
-    from learndet.data.loader import build_dataloader
     data = cfg['data']
     dataset = build_dataset(data['train'])
     samples, workers = data.get('samples_per_gpu', 2), data.get('workers_per_gpu', 0)
@@ -241,6 +243,7 @@ def build_train_loader(cfg: Mapping, shuffle: bool = True):
         return build_dataloader(dataset, samples, workers, dist=False, shuffle=shuffle)
     return torch.utils.data.DataLoader(dataset, batch_size=samples, shuffle=shuffle, num_workers=workers)
 
+# %% ../nbs/16_optim.ipynb 31
 @COMMANDS.register_module(name='lr-find')
 def lr_find_main(argv: Sequence[str] | None = None) -> int:
     "LR range test on a config's model, optimizer and training data; print the suggestion, save the plot."
@@ -252,11 +255,8 @@ def lr_find_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--out', default=None, help='save the plot here (e.g. lr_find.png)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the best available)')
     parser.add_argument('--seed', type=int, default=0)
-    from learndet.cli import add_cfg_options, load_config
     add_cfg_options(parser)
     args = parser.parse_args(argv)
-    from learndet.core import get_device, set_random_seed
-    from learndet.registry import DETECTORS
     cfg = load_config(args.config, args.cfg_options)
     set_random_seed(args.seed)
     device = get_device(args.device)
@@ -276,7 +276,7 @@ def lr_find_main(argv: Sequence[str] | None = None) -> int:
         print(f'saved {args.out}')
     return 0
 
-# %% ../nbs/16_optim.ipynb 31
+# %% ../nbs/16_optim.ipynb 33
 def load_json_log(path: str) -> list[dict]:
     "The records of a learndet/mmdetection JSON-lines log, in order (header lines, without `mode`, are skipped)."
     records = []

@@ -6,34 +6,26 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import pkgutil
 import sys
 from typing import Any, Callable, Mapping
+
+from fastcore.basics import patch
 
 # %% auto 0
 __all__ = ['BACKBONES', 'NECKS', 'HEADS', 'ROI_EXTRACTORS', 'SHARED_HEADS', 'LOSSES', 'DETECTORS', 'DATASETS', 'PIPELINES',
            'PRIOR_GENERATORS', 'ANCHOR_GENERATORS', 'BBOX_CODERS', 'BBOX_ASSIGNERS', 'BBOX_SAMPLERS', 'HOOKS',
-           'OPTIMIZERS', 'RUNNERS', 'COMMANDS', 'Registry', 'build_from_cfg', 'import_modules_from_strings',
-           'register_all_modules']
+           'OPTIMIZERS', 'RUNNERS', 'COMMANDS', 'Registry', 'build_from_cfg', 'register_all_modules']
 
 # %% ../nbs/02_registry.ipynb 7
-def _session_token() -> object | None:
-    """An object that identifies the running IPython session (a notebook's kernel, or one notebook run by
-    `nbdev_test`), or `None` outside IPython."""
-    ipython = sys.modules.get('IPython.core.interactiveshell')
-    shell = getattr(getattr(ipython, 'InteractiveShell', None), '_instance', None)
-    if shell is None:
-        return None
-    if getattr(shell, '_learndet_session', None) is None:
-        shell._learndet_session = object()
-    return shell._learndet_session
-
 class Registry:
     "A named mapping from strings to classes (or functions) that config dicts can name by `type`."
     def __init__(self, name: str):
         self.name = name
         self._module_dict: dict[str, Callable] = {}
-        self._session: dict[str, tuple[object, Callable]] = {}  # a notebook's own copies of library classes
+        self._notebook_copies: dict[str, tuple[object, Callable]] = {}  # name -> (its notebook's __main__, class)
 
     @property
     def module_dict(self) -> dict[str, Callable]:
@@ -48,20 +40,19 @@ class Registry:
         names = ', '.join(sorted(self._module_dict)) or '(empty)'
         return f'Registry({self.name!r}, {len(self)} items: {names})'
 
-    def get(self, key: str) -> Callable | None:
-        "The class registered as `key` (in a notebook: its own copy of a library class, if it made one), or `None`."
-        session, obj = self._session.get(key, (None, None))
-        if session is not None and session is _session_token():
-            return obj
-        return self._module_dict.get(key)
-
 # %% ../nbs/02_registry.ipynb 9
-def _same_definition(old: Callable, new: Callable) -> bool:
-    "True when `new` is `old` defined again: a notebook cell run twice, or a notebook's copy of a library class."
-    same_name = getattr(old, '__qualname__', None) == getattr(new, '__qualname__', None)
-    modules = {getattr(old, '__module__', None), getattr(new, '__module__', None)}
-    return same_name and (len(modules) == 1 or '__main__' in modules)
+def _defined_again(old: Callable, new: Callable) -> bool:
+    "True when `new` is `old`'s definition run again: the same `__qualname__` in the same `__module__`."
+    return (getattr(old, '__qualname__', None) == getattr(new, '__qualname__', None)
+            and getattr(old, '__module__', None) == getattr(new, '__module__', None))
 
+def _notebook_copy(old: Callable, new: Callable) -> bool:
+    "True when `new`, defined in a notebook (`__main__`), is that notebook's copy of the library's `old`."
+    return (getattr(new, '__module__', None) == '__main__' and getattr(old, '__module__', None) != '__main__'
+            and getattr(old, '__qualname__', None) == getattr(new, '__qualname__', None))
+
+# %% ../nbs/02_registry.ipynb 10
+@patch
 def _register(self: Registry, module: Callable, name: str | list[str] | None = None, force: bool = False):
     if not callable(module):
         raise TypeError(f'{self.name} registry: can only register classes or functions, got {type(module).__name__}')
@@ -70,20 +61,20 @@ def _register(self: Registry, module: Callable, name: str | list[str] | None = N
         if not isinstance(n, str):
             raise TypeError(f'{self.name} registry: names must be strings, got {n!r}')
         old = self._module_dict.get(n)
-        if old is not None and not force and not _same_definition(old, module):
+        if old is None or force or _defined_again(old, module):      # a free name, force, or (1)
+            self._module_dict[n] = module
+            self._notebook_copies.pop(n, None)
+        elif _notebook_copy(old, module):                              # (2): for this notebook only
+            self._notebook_copies[n] = (sys.modules['__main__'], module)
+        else:
             raise KeyError(f'{n!r} is already registered in the {self.name} registry '
                            f'(by {old.__module__}.{old.__qualname__}); pass force=True to replace it')
-        session = _session_token()
-        if (old is not None and not force and session is not None and module.__module__ == '__main__'
-                and old.__module__ != '__main__'):
-            self._session[n] = (session, module)      # a notebook's copy of a library class: this session only
-        else:
-            self._module_dict[n] = module
-            self._session.pop(n, None)
     return module
 
-def _register_module(self: Registry, name: str | list[str] | None = None, force: bool = False,
-                     module: Callable | None = None):
+# %% ../nbs/02_registry.ipynb 11
+@patch
+def register_module(self: Registry, name: str | list[str] | None = None, force: bool = False,
+                    module: Callable | None = None):
     """Register `module` under `name` (default: its `__name__`). Use as `@REG.register_module()`,
     `@REG.register_module(name='Other')`, or as a call: `REG.register_module(module=cls)`."""
     if not isinstance(force, bool):
@@ -94,10 +85,15 @@ def _register_module(self: Registry, name: str | list[str] | None = None, force:
         raise TypeError(f'{self.name}: use @register_module() with parentheses (got {name!r} as the name)')
     return lambda m: self._register(m, name, force)
 
-Registry._register = _register
-Registry.register_module = _register_module
+@patch
+def get(self: Registry, key: str) -> Callable | None:
+    "The class registered as `key` (in a notebook with its own copy of a library class: that copy), or `None`."
+    notebook, copy = self._notebook_copies.get(key, (None, None))
+    if notebook is not None and notebook is sys.modules.get('__main__'):
+        return copy
+    return self._module_dict.get(key)
 
-# %% ../nbs/02_registry.ipynb 16
+# %% ../nbs/02_registry.ipynb 21
 def _check_args(obj_cls: Callable, args: dict, registry_name: str):
     "Raise a readable `TypeError` if `obj_cls(**args)` cannot bind, before calling it."
     try:
@@ -138,12 +134,12 @@ def build_from_cfg(cfg: Mapping, registry: Registry, default_args: Mapping | Non
     _check_args(obj_cls, args, registry.name)
     return obj_cls(**args)
 
-def _build(self: Registry, cfg: Mapping, default_args: Mapping | None = None) -> Any:
+@patch
+def build(self: Registry, cfg: Mapping, default_args: Mapping | None = None) -> Any:
     "`build_from_cfg(cfg, self, default_args)`."
     return build_from_cfg(cfg, self, default_args)
-Registry.build = _build
 
-# %% ../nbs/02_registry.ipynb 24
+# %% ../nbs/02_registry.ipynb 29
 BACKBONES = Registry('backbone')
 NECKS = Registry('neck')
 HEADS = Registry('head')
@@ -163,30 +159,7 @@ OPTIMIZERS = Registry('optimizer')
 RUNNERS = Registry('runner')
 COMMANDS = Registry('command')  # `learndet SUBCOMMAND`: functions taking an argv list
 
-# %% ../nbs/02_registry.ipynb 28
-import importlib
-import warnings
-
-def import_modules_from_strings(imports: str | list[str], allow_failed_imports: bool = False) -> list:
-    "Import each module named in `imports` (so its components register); return the modules."
-    if isinstance(imports, str):
-        imports = [imports]
-    if not isinstance(imports, (list, tuple)) or not all(isinstance(m, str) for m in imports):
-        raise TypeError(f'custom_imports.imports must be a module name or a list of them, got {imports!r}')
-    modules = []
-    for name in imports:
-        try:
-            modules.append(importlib.import_module(name))
-        except ImportError as e:
-            if not allow_failed_imports:
-                raise ImportError(f'custom_imports: cannot import {name!r}: {e}') from e
-            warnings.warn(f'custom_imports: {name!r} failed to import and is skipped ({e})', UserWarning)
-            modules.append(None)
-    return modules
-
-# %% ../nbs/02_registry.ipynb 31
-import pkgutil
-
+# %% ../nbs/02_registry.ipynb 34
 def register_all_modules(package: str = 'learndet') -> list[str]:
     "Import every public module of `package` so that all its components are registered; return their names."
     pkg = importlib.import_module(package)

@@ -15,11 +15,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from learndet.core import set_random_seed
-from learndet.runner import (EpochBasedRunner, ToyDataset, ToyRegressor, get_logger, init_dist, rank_seed,
-                             wrap_ddp, get_dist_info)
-import learndet.hooks  # noqa: F401
-import learndet.lr_updater  # noqa: F401
+import learndet  # noqa: F401  (registers every hook)
+from learndet.runner import EpochBasedRunner
+from learndet.dist_utils import get_dist_info, get_logger, init_dist, rank_seed, wrap_ddp
 from learndet.hooks import EvalHook
+from toys import ToyDataset, ToyRegressor
 
 PER_GPU, EPOCHS, N = 4, 3, 48
 
@@ -114,7 +114,7 @@ import sys
 from pathlib import Path
 
 import learndet  # noqa: F401  (registers every model, dataset and pipeline step)
-from learndet.cli import load_config
+from learndet.config import load_config
 from learndet.config import Config
 from learndet.data.datasets import build_dataset
 from learndet.data.loader import DistributedGroupSampler, build_dataloader

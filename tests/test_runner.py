@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from learndet.core import set_random_seed
-from learndet.runner import (EpochBasedRunner, IterBasedRunner, Hook, OptimizerHook, CheckpointHook, ToyRegressor,
-                             ToyDataset, get_logger, load_checkpoint, build_runner, STAGES)
-import learndet.hooks  # noqa: F401  (registers the logger, eval and EMA hooks)
-import learndet.lr_updater  # noqa: F401
-from learndet.hooks import EMAHook, TextLoggerHook, EvalHook
+import learndet  # noqa: F401  (registers every hook)
+from learndet.runner import EpochBasedRunner, IterBasedRunner, Hook, build_runner, STAGES
+from learndet.checkpoint import load_checkpoint
+from learndet.dist_utils import get_logger
+from learndet.hooks import EMAHook, TextLoggerHook, EvalHook, OptimizerHook, CheckpointHook
+from toys import ToyDataset, ToyRegressor
 from learndet.optim import build_optimizer
 
 QUIET = get_logger('learndet.tests', log_level=logging.WARNING)
@@ -207,7 +208,7 @@ def test_resume_is_exact(tmp_path, runner_type, by_epoch_ckpt, stop_at, resume_f
     assert meta['model_class'] == 'ToyRegressor' and meta['optimizer_class'] == 'SGD'
     from learndet import __version__
     assert meta['learndet_version'] == __version__
-    assert 'ema_state_dict' in ckpt and 'rng' in ckpt
+    assert 'ema_state_dict' in ckpt['hooks']['EMAHook'] and 'rng' in ckpt   # the EMA weights are the hook's state
 
 
 def test_resume_is_exact_with_fp16_scaler(tmp_path):
@@ -221,7 +222,7 @@ def test_resume_is_exact_with_fp16_scaler(tmp_path):
                                       optimizer_config=opt_cfg)
     with pytest.raises(KeyboardInterrupt):
         first.run([loader], [('train', 1)])
-    saved = torch.load(osp.join(wd, 'iter_15.pth'), weights_only=True)['scaler']
+    saved = torch.load(osp.join(wd, 'iter_15.pth'), weights_only=True)['hooks']['OptimizerHook']['scaler']
     assert saved['scale'] != 2.**22                         # the scale had moved by then, so restoring it matters
     second, loader = full_hooks_runner(wd, 'EpochBasedRunner', 123, False, optimizer_config=opt_cfg)
     second.resume(osp.join(wd, 'iter_15.pth'))
@@ -256,7 +257,9 @@ def test_load_from_is_weights_only(tmp_path):
 # ---------------------------------------------------------------- atomic checkpoints
 KILL_SCRIPT = textwrap.dedent('''
     import os, sys, torch
-    from learndet.runner import ToyRegressor, save_checkpoint
+    sys.path.insert(0, sys.argv[2])
+    from toys import ToyRegressor
+    from learndet.checkpoint import save_checkpoint
     real_save = torch.save
     def dying_save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)      # write it all to the temporary file ...
@@ -272,10 +275,10 @@ def test_checkpoint_write_killed_midway_keeps_previous(tmp_path):
     path = str(tmp_path / 'epoch_1.pth')
     torch.manual_seed(0)
     model = ToyRegressor()
-    from learndet.runner import save_checkpoint
+    from learndet.checkpoint import save_checkpoint
     save_checkpoint(model, path, meta=dict(epoch=1))
     before = open(path, 'rb').read()
-    proc = subprocess.run([sys.executable, '-c', KILL_SCRIPT, path], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, '-c', KILL_SCRIPT, path, osp.dirname(__file__)], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
     assert open(path, 'rb').read() == before                      # untouched
     leftovers = [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]

@@ -22,12 +22,13 @@ import numpy as np
 from torch.utils.data import ConcatDataset as _TorchConcatDataset
 from torch.utils.data import Dataset
 
-from ..registry import DATASETS, build_from_cfg
+from fastcore.basics import patch
+
+from ..registry import DATASETS, PIPELINES, build_from_cfg
 
 # %% auto 0
 __all__ = ['COCO_CLASSES', 'VOC_CLASSES', 'clip_and_filter_bboxes', 'CustomDataset', 'load_coco', 'CocoDataset', 'xyxy2xywh',
-           'results2json', 'XMLDataset', 'VOCDataset', 'ConcatDataset', 'RepeatDataset', 'ClassBalancedDataset',
-           'build_dataset']
+           'XMLDataset', 'VOCDataset', 'ConcatDataset', 'RepeatDataset', 'ClassBalancedDataset', 'build_dataset']
 
 # %% ../../nbs/04_datasets.ipynb 5
 def clip_and_filter_bboxes(bboxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -84,27 +85,29 @@ class CustomDataset(Dataset):
             if self.proposals is not None:
                 self.proposals = [self.proposals[i] for i in valid]
         self._set_group_flag()
-        from learndet.data.transforms import Compose   # chapter 05; imported here to keep the chapters in order
-        self.pipeline = Compose(pipeline) if pipeline is not None else None
+        # the steps and `Compose` are chapter 05's: the dataset names them, the registry finds them
+        self.pipeline = PIPELINES.build(dict(type='Compose', transforms=pipeline)) if pipeline is not None else None
 
     def __len__(self): return len(self.data_infos)
 
-    @classmethod
-    def get_classes(cls, classes=None) -> tuple | None:
-        "Class names: `cls.CLASSES` if `classes` is None, else a tuple/list of names or a text file (one per line)."
-        if classes is None:
-            return tuple(cls.CLASSES) if cls.CLASSES is not None else None
-        if isinstance(classes, (str, os.PathLike)):
-            if not osp.isfile(classes):
-                raise FileNotFoundError(f'classes file not found: {classes}')
-            with open(classes, encoding='utf-8') as f:
-                return tuple(line.strip() for line in f if line.strip())
-        if isinstance(classes, (tuple, list)):
-            return tuple(classes)
-        raise TypeError(f'classes must be None, a file name or a tuple/list of names, got {type(classes).__name__}')
-
 # %% ../../nbs/04_datasets.ipynb 10
-def _load_annotations(self: CustomDataset, ann_file: str) -> list[dict]:
+@patch(cls_method=True)
+def get_classes(cls: CustomDataset, classes=None) -> tuple | None:
+    "Class names: `cls.CLASSES` if `classes` is None, else a tuple/list of names or a text file (one per line)."
+    if classes is None:
+        return tuple(cls.CLASSES) if cls.CLASSES is not None else None
+    if isinstance(classes, (str, os.PathLike)):
+        if not osp.isfile(classes):
+            raise FileNotFoundError(f'classes file not found: {classes}')
+        with open(classes, encoding='utf-8') as f:
+            return tuple(line.strip() for line in f if line.strip())
+    if isinstance(classes, (tuple, list)):
+        return tuple(classes)
+    raise TypeError(f'classes must be None, a file name or a tuple/list of names, got {type(classes).__name__}')
+
+# %% ../../nbs/04_datasets.ipynb 11
+@patch
+def load_annotations(self: CustomDataset, ann_file: str) -> list[dict]:
     "Read the middle format from `ann_file` (.json or .pkl); lists become arrays."
     infos = _load_file(ann_file)
     if not isinstance(infos, list):
@@ -115,6 +118,8 @@ def _load_annotations(self: CustomDataset, ann_file: str) -> list[dict]:
             raise ValueError(f'{ann_file}: entry {i} has no {missing} (every image needs filename, width, height)')
     return [dict(info) for info in infos]
 
+# %% ../../nbs/04_datasets.ipynb 12
+@patch
 def _clean_annotations(self: CustomDataset) -> None:
     "Make arrays of the right dtypes, check labels, clip boxes to their image and drop degenerate ones (one warning)."
     num_classes = len(self.CLASSES) if self.CLASSES is not None else None
@@ -155,10 +160,8 @@ def _clean_annotations(self: CustomDataset) -> None:
     elif n_clipped:
         warnings.warn(f'{type(self).__name__} ({self.ann_file}): clipped {n_clipped} box(es) to their image')
 
-CustomDataset.load_annotations = _load_annotations
-CustomDataset._clean_annotations = _clean_annotations
-
-# %% ../../nbs/04_datasets.ipynb 11
+# %% ../../nbs/04_datasets.ipynb 13
+@patch
 def _filter_imgs(self: CustomDataset) -> list[int]:
     "Indices of images to keep for training: at least `min_size` px on each side, and with boxes if `filter_empty_gt`."
     keep = []
@@ -171,35 +174,42 @@ def _filter_imgs(self: CustomDataset) -> list[int]:
         keep.append(i)
     return keep
 
+# %% ../../nbs/04_datasets.ipynb 14
+@patch
 def _set_group_flag(self: CustomDataset) -> None:
     "`flag[i]` = 1 if image i is wider than tall, else 0 (the group sampler batches images of one flag)."
     self.flag = np.array([int(info['width'] / info['height'] > 1) for info in self.data_infos], dtype=np.uint8)
 
-def _load_proposals(self: CustomDataset, proposal_file: str) -> list:
+@patch
+def load_proposals(self: CustomDataset, proposal_file: str) -> list:
     "Precomputed proposals: a list (one per image, same order as the annotations) of (n, 4) or (n, 5) arrays."
     props = _load_file(proposal_file, 'proposal file')
     if len(props) != len(self.data_infos):
         raise ValueError(f'{proposal_file}: {len(props)} proposal arrays for {len(self.data_infos)} images')
     return [np.asarray(p, np.float32) for p in props]
 
-CustomDataset._filter_imgs, CustomDataset._set_group_flag = _filter_imgs, _set_group_flag
-CustomDataset.load_proposals = _load_proposals
-
-# %% ../../nbs/04_datasets.ipynb 12
-def _get_ann_info(self: CustomDataset, idx: int) -> dict:
+# %% ../../nbs/04_datasets.ipynb 15
+@patch
+def get_ann_info(self: CustomDataset, idx: int) -> dict:
     "Annotation (middle format 'ann' dict) of image `idx`."
     return self.data_infos[idx]['ann']
 
-def _get_cat_ids(self: CustomDataset, idx: int) -> list[int]:
+@patch
+def get_cat_ids(self: CustomDataset, idx: int) -> list[int]:
     "Labels (0..K-1) present in image `idx` (used by `ClassBalancedDataset`)."
     return self.data_infos[idx]['ann']['labels'].astype(int).tolist()
 
-def _pre_pipeline(self: CustomDataset, results: dict) -> None:
+# %% ../../nbs/04_datasets.ipynb 16
+@patch
+def pre_pipeline(self: CustomDataset, results: dict) -> None:
     "Add the keys every pipeline expects: img_prefix, seg_prefix, proposal_file and empty *_fields lists."
     results.update(img_prefix=self.img_prefix, seg_prefix=self.seg_prefix, proposal_file=self.proposal_file,
                    bbox_fields=[], mask_fields=[], seg_fields=[])
 
+# %% ../../nbs/04_datasets.ipynb 17
+@patch
 def _prepare_img(self: CustomDataset, idx: int, with_ann: bool) -> dict | None:
+    "The pipeline's output for image `idx`, with its annotation if `with_ann`."
     results = dict(img_info=self.data_infos[idx])
     if with_ann:
         results['ann_info'] = self.get_ann_info(idx)
@@ -208,7 +218,10 @@ def _prepare_img(self: CustomDataset, idx: int, with_ann: bool) -> dict | None:
     self.pre_pipeline(results)
     return self.pipeline(results) if self.pipeline is not None else results
 
-def _getitem(self: CustomDataset, idx: int) -> dict:
+# %% ../../nbs/04_datasets.ipynb 18
+@patch
+def __getitem__(self: CustomDataset, idx: int) -> dict:
+    "Test mode: image `idx`. Training: image `idx`, or another of its group if the pipeline dropped it."
     if self.test_mode:
         return self.prepare_test_img(idx)
     for _ in range(100):
@@ -220,13 +233,20 @@ def _getitem(self: CustomDataset, idx: int) -> dict:
     raise RuntimeError(f'{type(self).__name__}: the pipeline dropped 100 samples in a row '
                        f'(last: {self.data_infos[idx]["filename"]}); check the crop/filter steps')
 
-CustomDataset.get_ann_info, CustomDataset.get_cat_ids, CustomDataset.pre_pipeline = _get_ann_info, _get_cat_ids, _pre_pipeline
-CustomDataset.prepare_train_img = lambda self, idx: _prepare_img(self, idx, True)
-CustomDataset.prepare_test_img = lambda self, idx: _prepare_img(self, idx, 'ann' in self.data_infos[idx])
-CustomDataset.__getitem__ = _getitem
+# %% ../../nbs/04_datasets.ipynb 19
+@patch
+def prepare_train_img(self: CustomDataset, idx: int) -> dict | None:
+    "The pipeline's output for training image `idx` (with its annotation)."
+    return self._prepare_img(idx, True)
 
-# %% ../../nbs/04_datasets.ipynb 14
-def _repr(self: CustomDataset) -> str:
+@patch
+def prepare_test_img(self: CustomDataset, idx: int) -> dict | None:
+    "The pipeline's output for test image `idx` (with its annotation, if it has one)."
+    return self._prepare_img(idx, 'ann' in self.data_infos[idx])
+
+# %% ../../nbs/04_datasets.ipynb 21
+@patch
+def __repr__(self: CustomDataset) -> str:
     mode = 'Test' if self.test_mode else 'Train'
     head = f'{type(self).__name__} {mode} dataset with {len(self)} images'
     if self.CLASSES is None or not len(self) or 'ann' not in self.data_infos[0]:
@@ -237,9 +257,7 @@ def _repr(self: CustomDataset) -> str:
     rows = [f'  {i:>3} {name:<16} {int(counts[i]):>7}' for i, name in enumerate(self.CLASSES)]
     return '\n'.join([head + f' ({n_empty} without objects), instances per class:'] + rows)
 
-CustomDataset.__repr__ = _repr
-
-# %% ../../nbs/04_datasets.ipynb 24
+# %% ../../nbs/04_datasets.ipynb 31
 COCO_CLASSES = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
                 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
                 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
@@ -270,7 +288,7 @@ def load_coco(ann_file: str):
         coco.createIndex()
     return coco
 
-# %% ../../nbs/04_datasets.ipynb 25
+# %% ../../nbs/04_datasets.ipynb 32
 @DATASETS.register_module()
 class CocoDataset(CustomDataset):
     "COCO-format json read with pycocotools; crowd boxes are ignored; labels follow the order of `CLASSES`."
@@ -293,34 +311,37 @@ class CocoDataset(CustomDataset):
             infos.append(info)
         return infos
 
-    def _parse_ann_info(self, img_info: dict, anns: list[dict]) -> dict:
-        "COCO annotations of one image -> middle-format 'ann' (crowd -> ignore; categories not in CLASSES skipped)."
-        bboxes, labels, bboxes_ignore, labels_ignore = [], [], [], []
-        for ann in anns:
-            if ann['category_id'] not in self.coco.cats:
-                raise ValueError(f'{self.ann_file}: annotation {ann["id"]} (image {img_info["file_name"]}) has '
-                                 f'category_id {ann["category_id"]}, which is not in its categories {sorted(self.coco.cats)}')
-            if ann.get('ignore', False) or ann['category_id'] not in self.cat2label:
-                continue
-            bbox = ann.get('bbox')
-            if bbox is None or len(bbox) != 4:
-                raise ValueError(f'{self.ann_file}: annotation {ann["id"]} (image {img_info["file_name"]}) '
-                                 f'has no valid bbox [x, y, w, h]: {bbox!r}')
-            x, y, w, h = bbox
-            if ann.get('iscrowd', 0):
-                bboxes_ignore.append([x, y, x + w, y + h]); labels_ignore.append(self.cat2label[ann['category_id']])
-            else:
-                bboxes.append([x, y, x + w, y + h]); labels.append(self.cat2label[ann['category_id']])
-        return dict(bboxes=np.array(bboxes, np.float32).reshape(-1, 4), labels=np.array(labels, np.int64),
-                    bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
-                    labels_ignore=np.array(labels_ignore, np.int64))
+# %% ../../nbs/04_datasets.ipynb 33
+@patch
+def _parse_ann_info(self: CocoDataset, img_info: dict, anns: list[dict]) -> dict:
+    "COCO annotations of one image -> middle-format 'ann' (crowd -> ignore; categories not in CLASSES skipped)."
+    bboxes, labels, bboxes_ignore, labels_ignore = [], [], [], []
+    for ann in anns:
+        if ann['category_id'] not in self.coco.cats:
+            raise ValueError(f'{self.ann_file}: annotation {ann["id"]} (image {img_info["file_name"]}) has '
+                             f'category_id {ann["category_id"]}, which is not in its categories {sorted(self.coco.cats)}')
+        if ann.get('ignore', False) or ann['category_id'] not in self.cat2label:
+            continue
+        bbox = ann.get('bbox')
+        if bbox is None or len(bbox) != 4:
+            raise ValueError(f'{self.ann_file}: annotation {ann["id"]} (image {img_info["file_name"]}) '
+                             f'has no valid bbox [x, y, w, h]: {bbox!r}')
+        x, y, w, h = bbox
+        if ann.get('iscrowd', 0):
+            bboxes_ignore.append([x, y, x + w, y + h]); labels_ignore.append(self.cat2label[ann['category_id']])
+        else:
+            bboxes.append([x, y, x + w, y + h]); labels.append(self.cat2label[ann['category_id']])
+    return dict(bboxes=np.array(bboxes, np.float32).reshape(-1, 4), labels=np.array(labels, np.int64),
+                bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
+                labels_ignore=np.array(labels_ignore, np.int64))
 
-# %% ../../nbs/04_datasets.ipynb 35
+# %% ../../nbs/04_datasets.ipynb 43
 def xyxy2xywh(bboxes: np.ndarray) -> np.ndarray:
     "(n, 4+) xyxy -> (n, 4) COCO xywh."
     b = np.asarray(bboxes, np.float64)
     return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
 
+@patch
 def _det2json(self: CocoDataset, results: list) -> list[dict]:
     "mmdetection results (per image, per class (n, 5)) -> COCO result dicts."
     dets = []
@@ -334,6 +355,8 @@ def _det2json(self: CocoDataset, results: list) -> list[dict]:
                                  category_id=self.cat_ids[label]))
     return dets
 
+# %% ../../nbs/04_datasets.ipynb 44
+@patch
 def _proposal2json(self: CocoDataset, results: list) -> list[dict]:
     "Proposals (per image (n, 5)) -> class-agnostic COCO result dicts (category_id 1)."
     dets = []
@@ -343,6 +366,8 @@ def _proposal2json(self: CocoDataset, results: list) -> list[dict]:
                  for b, s in zip(xyxy2xywh(arr), arr[:, 4])]
     return dets
 
+# %% ../../nbs/04_datasets.ipynb 45
+@patch
 def _gt_subset(self: CocoDataset) -> dict:
     "The annotation json restricted to this dataset's images and classes (what evaluation scores against)."
     img_ids, cat_ids = set(self.img_ids), set(self.cat_ids)
@@ -351,6 +376,8 @@ def _gt_subset(self: CocoDataset) -> dict:
                 annotations=[a for a in d.get('annotations', []) if a['image_id'] in img_ids and a['category_id'] in cat_ids],
                 categories=[c for c in d['categories'] if c['id'] in cat_ids])
 
+# %% ../../nbs/04_datasets.ipynb 46
+@patch
 def results2json(self: CocoDataset, results: list, outfile_prefix: str) -> dict:
     "Write results as COCO json: `{outfile_prefix}.bbox.json` (or `.proposal.json` for per-image arrays)."
     is_proposal = len(results) and isinstance(results[0], np.ndarray)
@@ -361,85 +388,7 @@ def results2json(self: CocoDataset, results: list, outfile_prefix: str) -> dict:
         json.dump(dets, f)
     return {key: path}
 
-CocoDataset._det2json, CocoDataset._proposal2json, CocoDataset._gt_subset = _det2json, _proposal2json, _gt_subset
-CocoDataset.results2json = results2json
-
-# %% ../../nbs/04_datasets.ipynb 36
-_BBOX_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
-_PROPOSAL_ITEMS = ('AR@{0}', 'AR@{1}', 'AR@{2}', 'AR_s@{2}', 'AR_m@{2}', 'AR_l@{2}')
-
-def _coco_evaluate(self: CocoDataset, results: list, metric='bbox', logger=None, jsonfile_prefix=None,
-                   classwise: bool = False, proposal_nums=(100, 300, 1000), iou_thrs=None, metric_items=None,
-                   backend: str = 'pycocotools') -> dict:
-    """COCO evaluation of `results` (per image: per class (n, 5) for 'bbox'; (n, 5) for 'proposal').
-    Returns {'bbox_mAP', 'bbox_mAP_50', ...} or {'AR@100', ...}. `backend`: 'pycocotools' or 'learndet'."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-    metrics = [metric] if isinstance(metric, str) else list(metric)
-    for m in metrics:
-        if m not in ('bbox', 'proposal'):
-            raise KeyError(f"CocoDataset.evaluate: metric {m!r} is not supported (use 'bbox' or 'proposal')")
-    if backend not in ('pycocotools', 'learndet'):
-        raise ValueError(f"CocoDataset.evaluate: backend must be 'pycocotools' or 'learndet', got {backend!r}")
-    if len(results) != len(self):
-        raise ValueError(f'CocoDataset.evaluate: {len(results)} results for {len(self)} images')
-    if jsonfile_prefix is not None:
-        self.results2json(results, jsonfile_prefix)
-    gt = self._gt_subset()
-    out = {}
-    for m in metrics:
-        dets = self._proposal2json(results) if m == 'proposal' else self._det2json(results)
-        if backend == 'learndet':
-            if m != 'bbox':
-                raise ValueError("CocoDataset.evaluate: backend='learndet' supports metric='bbox' only")
-            try:
-                from learndet.evaluation import coco_eval
-            except ImportError as e:
-                raise ImportError(f"backend='learndet' needs learndet.evaluation.coco_eval (chapter 17), which could "
-                                  f"not be imported ({e}); use backend='pycocotools'") from None
-            stats, precision = coco_eval(gt, dets, iou_type='bbox')['stats'], None
-        elif not dets:
-            warnings.warn(f'CocoDataset.evaluate: no detections at all, so every {m} metric is 0')
-            stats, precision = [0.] * 12, None
-        else:
-            coco_gt = COCO()
-            coco_gt.dataset = gt if m == 'bbox' else dict(gt, categories=[dict(id=1, name='object')],
-                                                         annotations=[dict(a, category_id=1) for a in gt['annotations']])
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco_gt.createIndex()
-                coco_dt = coco_gt.loadRes(dets)
-                ev = COCOeval(coco_gt, coco_dt, 'bbox')
-                ev.params.imgIds = self.img_ids
-                if iou_thrs is not None:
-                    ev.params.iouThrs = np.asarray(iou_thrs, np.float64)
-                if m == 'proposal':
-                    ev.params.useCats = 0
-                    ev.params.maxDets = list(proposal_nums)
-                ev.evaluate(); ev.accumulate()
-            with contextlib.redirect_stdout(io.StringIO()) as summary:
-                ev.summarize()
-            if logger != 'silent':        # the standard 12-line COCO table
-                print(summary.getvalue().rstrip())
-            stats, precision = list(ev.stats), ev.eval['precision']
-        if m == 'bbox':
-            idx = {'mAP': 0, 'mAP_50': 1, 'mAP_75': 2, 'mAP_s': 3, 'mAP_m': 4, 'mAP_l': 5}
-            for item in (metric_items or _BBOX_ITEMS):
-                out[f'bbox_{item}'] = float(f'{stats[idx[item]]:.3f}')
-            out['bbox_mAP_copypaste'] = ' '.join(f'{s:.3f}' for s in stats[:6])
-            if classwise and precision is not None:
-                for k, name in enumerate(self.CLASSES):
-                    p = precision[:, :, k, 0, -1]          # (iou thresholds, recall points) at area 'all', max dets
-                    out[f'bbox_AP_{name}'] = float(p[p > -1].mean()) if (p > -1).any() else float('nan')
-        else:
-            names = [f.format(*proposal_nums) for f in _PROPOSAL_ITEMS]
-            for i, name in enumerate(names):
-                if metric_items is None or name in metric_items:
-                    out[name] = float(f'{stats[6 + i]:.3f}')
-    return out
-
-CocoDataset.evaluate = _coco_evaluate
-
-# %% ../../nbs/04_datasets.ipynb 42
+# %% ../../nbs/04_datasets.ipynb 51
 def _xml_float(obj, tag: str, xml_path: str) -> float:
     node = obj.find(tag)
     if node is None or node.text is None:
@@ -449,6 +398,7 @@ def _xml_float(obj, tag: str, xml_path: str) -> float:
     except ValueError:
         raise ValueError(f'{xml_path}: <{tag}> is not a number: {node.text!r}') from None
 
+# %% ../../nbs/04_datasets.ipynb 52
 @DATASETS.register_module()
 class XMLDataset(CustomDataset):
     "VOC-style xml annotations: `ann_file` lists image ids; `img_prefix/Annotations/<id>.xml`, `img_prefix/JPEGImages/<id>.jpg`."
@@ -456,37 +406,40 @@ class XMLDataset(CustomDataset):
         self.min_bbox_size, self.img_subdir, self.ann_subdir = min_bbox_size, img_subdir, ann_subdir
         super().__init__(*args, **kwargs)
 
-    def load_annotations(self, ann_file: str) -> list[dict]:
-        if not osp.isfile(ann_file):
-            raise FileNotFoundError(f'image list (ann_file) not found: {ann_file}')
-        with open(ann_file, encoding='utf-8') as f:
-            img_ids = [line.strip() for line in f if line.strip()]
-        infos = []
-        for img_id in img_ids:
-            xml_path = osp.join(self.img_prefix, self.ann_subdir, f'{img_id}.xml')
+# %% ../../nbs/04_datasets.ipynb 53
+@patch
+def load_annotations(self: XMLDataset, ann_file: str) -> list[dict]:
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(f'image list (ann_file) not found: {ann_file}')
+    with open(ann_file, encoding='utf-8') as f:
+        img_ids = [line.strip() for line in f if line.strip()]
+    infos = []
+    for img_id in img_ids:
+        xml_path = osp.join(self.img_prefix, self.ann_subdir, f'{img_id}.xml')
+        try:
+            root = ET.parse(xml_path).getroot()
+        except FileNotFoundError:
+            raise FileNotFoundError(f'annotation file not found: {xml_path} (listed in {ann_file})') from None
+        except ET.ParseError as e:
+            raise ValueError(f'cannot parse annotation file {xml_path}: {e}') from None
+        filename = osp.join(self.img_subdir, f'{img_id}.jpg')
+        size = root.find('size')
+        if size is not None and size.find('width') is not None and size.find('height') is not None:
+            width, height = int(float(size.find('width').text)), int(float(size.find('height').text))
+        else:   # no <size>: ask the image
+            from PIL import Image
             try:
-                root = ET.parse(xml_path).getroot()
+                with Image.open(osp.join(self.img_prefix, filename)) as im:
+                    width, height = im.size
             except FileNotFoundError:
-                raise FileNotFoundError(f'annotation file not found: {xml_path} (listed in {ann_file})') from None
-            except ET.ParseError as e:
-                raise ValueError(f'cannot parse annotation file {xml_path}: {e}') from None
-            filename = osp.join(self.img_subdir, f'{img_id}.jpg')
-            size = root.find('size')
-            if size is not None and size.find('width') is not None and size.find('height') is not None:
-                width, height = int(float(size.find('width').text)), int(float(size.find('height').text))
-            else:   # no <size>: ask the image
-                from PIL import Image
-                try:
-                    with Image.open(osp.join(self.img_prefix, filename)) as im:
-                        width, height = im.size
-                except FileNotFoundError:
-                    raise FileNotFoundError(f'{xml_path} has no <size> and its image is missing: '
-                                            f'{osp.join(self.img_prefix, filename)}') from None
-            infos.append(dict(id=img_id, filename=filename, width=width, height=height,
-                              ann=self._parse_xml(root, xml_path)))
-        return infos
+                raise FileNotFoundError(f'{xml_path} has no <size> and its image is missing: '
+                                        f'{osp.join(self.img_prefix, filename)}') from None
+        infos.append(dict(id=img_id, filename=filename, width=width, height=height,
+                          ann=self._parse_xml(root, xml_path)))
+    return infos
 
-# %% ../../nbs/04_datasets.ipynb 43
+# %% ../../nbs/04_datasets.ipynb 54
+@patch
 def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
     "One VOC xml -> middle-format 'ann' (difficult -> ignore; boxes smaller than `min_bbox_size` -> ignore)."
     known = set(type(self).CLASSES or ())
@@ -514,8 +467,7 @@ def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
                 bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
                 labels_ignore=np.array(labels_ignore, np.int64))
 
-XMLDataset._parse_xml = _parse_xml
-
+# %% ../../nbs/04_datasets.ipynb 55
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
                'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
 
@@ -529,36 +481,7 @@ class VOCDataset(XMLDataset):
         prefix = str(self.img_prefix)
         self.year = 2007 if 'VOC2007' in prefix else 2012 if 'VOC2012' in prefix else None
 
-# %% ../../nbs/04_datasets.ipynb 48
-def _map_evaluate(self: CustomDataset, results: list, metric='mAP', logger=None, iou_thr=0.5, scale_ranges=None,
-                  **kwargs) -> dict:
-    "VOC-style mAP of `results` (per image, per class (n, 5)) with `learndet.evaluation.eval_map`. Returns {'AP50', ..., 'mAP'}."
-    metric = metric if isinstance(metric, str) else metric[0]
-    if metric != 'mAP':
-        raise KeyError(f"{type(self).__name__}.evaluate: metric {metric!r} is not supported (use 'mAP')")
-    if len(results) != len(self):
-        raise ValueError(f'{type(self).__name__}.evaluate: {len(results)} results for {len(self)} images')
-    try:
-        from learndet.evaluation import eval_map
-    except ImportError:
-        try:
-            from learndet.evaluation.mean_ap import eval_map
-        except ImportError as e:
-            raise ImportError(f'evaluate needs learndet.evaluation.eval_map (chapter 17), which could not be imported ({e})') from None
-    annotations = [self.get_ann_info(i) for i in range(len(self))]
-    dataset = 'voc07' if getattr(self, 'year', None) == 2007 else self.CLASSES
-    iou_thrs = [iou_thr] if isinstance(iou_thr, float) else list(iou_thr)
-    out, aps = {}, []
-    for thr in iou_thrs:
-        mean_ap, _ = eval_map(results, annotations, scale_ranges=scale_ranges, iou_thr=thr, dataset=dataset, logger=logger)
-        aps.append(mean_ap)
-        out[f'AP{int(thr * 100):02d}'] = round(float(mean_ap), 3)
-    out['mAP'] = float(np.mean(aps))
-    return out
-
-CustomDataset.evaluate = _map_evaluate
-
-# %% ../../nbs/04_datasets.ipynb 52
+# %% ../../nbs/04_datasets.ipynb 60
 def _as_dataset(dataset):
     return build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
 
@@ -588,22 +511,25 @@ class ConcatDataset(_TorchConcatDataset):
     def get_ann_info(self, idx: int) -> dict:
         d, i = self._locate(idx); return self.datasets[d].get_ann_info(i)
 
-    def evaluate(self, results: list, logger=None, **kwargs) -> dict:
-        if len(results) != len(self):
-            raise ValueError(f'ConcatDataset.evaluate: {len(results)} results for {len(self)} images')
-        if not self.separate_eval:
-            raise NotImplementedError('ConcatDataset.evaluate: only separate_eval=True is supported')
-        out, start = {}, 0
-        for i, (d, end) in enumerate(zip(self.datasets, self.cumulative_sizes)):
-            for k, v in d.evaluate(results[start:end], logger=logger, **kwargs).items():
-                out[f'{i}_{k}'] = v
-            start = end
-        return out
+# %% ../../nbs/04_datasets.ipynb 61
+@patch
+def evaluate(self: ConcatDataset, results: list, logger=None, **kwargs) -> dict:
+    if len(results) != len(self):
+        raise ValueError(f'ConcatDataset.evaluate: {len(results)} results for {len(self)} images')
+    if not self.separate_eval:
+        raise NotImplementedError('ConcatDataset.evaluate: only separate_eval=True is supported')
+    out, start = {}, 0
+    for i, (d, end) in enumerate(zip(self.datasets, self.cumulative_sizes)):
+        for k, v in d.evaluate(results[start:end], logger=logger, **kwargs).items():
+            out[f'{i}_{k}'] = v
+        start = end
+    return out
 
-    def __repr__(self):
-        return f'ConcatDataset of {len(self.datasets)} datasets, {len(self)} images:\n' + '\n'.join(map(repr, self.datasets))
+@patch
+def __repr__(self: ConcatDataset):
+    return f'ConcatDataset of {len(self.datasets)} datasets, {len(self)} images:\n' + '\n'.join(map(repr, self.datasets))
 
-# %% ../../nbs/04_datasets.ipynb 53
+# %% ../../nbs/04_datasets.ipynb 62
 @DATASETS.register_module()
 class RepeatDataset:
     "`dataset` repeated `times` times (one epoch = `times` passes)."
@@ -622,6 +548,7 @@ class RepeatDataset:
         raise NotImplementedError('RepeatDataset: evaluate the wrapped dataset (RepeatDataset.dataset) instead')
     def __repr__(self): return f'RepeatDataset(times={self.times}) of\n{self.dataset!r}'
 
+# %% ../../nbs/04_datasets.ipynb 63
 @DATASETS.register_module()
 class ClassBalancedDataset:
     "Repeat factor sampling: image i appears ceil(max_c r(c)) times, r(c) = max(1, sqrt(oversample_thr / f(c)))."
@@ -633,26 +560,29 @@ class ClassBalancedDataset:
         if hasattr(self.dataset, 'flag'):
             self.flag = np.asarray(self.dataset.flag)[self.repeat_indices].astype(np.uint8)
 
-    def _cats(self, idx: int) -> set:
-        cats = set(self.dataset.get_cat_ids(idx))
-        return cats if cats or self.filter_empty else {len(self.CLASSES)}   # "no object" as one more class
-
-    def _get_repeat_factors(self) -> list[float]:
-        n = len(self.dataset)
-        freq = defaultdict(int)
-        for i in range(n):
-            for c in self._cats(i):
-                freq[c] += 1
-        cat_repeat = {c: max(1., math.sqrt(self.oversample_thr / (k / n))) for c, k in freq.items()}
-        return [max((cat_repeat[c] for c in self._cats(i)), default=1.) for i in range(n)]
-
     def __len__(self): return len(self.repeat_indices)
     def __getitem__(self, idx): return self.dataset[self.repeat_indices[idx]]
     def get_cat_ids(self, idx): return self.dataset.get_cat_ids(self.repeat_indices[idx])
     def get_ann_info(self, idx): return self.dataset.get_ann_info(self.repeat_indices[idx])
     def __repr__(self): return f'ClassBalancedDataset(oversample_thr={self.oversample_thr}, {len(self)} samples) of\n{self.dataset!r}'
 
-# %% ../../nbs/04_datasets.ipynb 58
+# %% ../../nbs/04_datasets.ipynb 64
+@patch
+def _cats(self: ClassBalancedDataset, idx: int) -> set:
+    cats = set(self.dataset.get_cat_ids(idx))
+    return cats if cats or self.filter_empty else {len(self.CLASSES)}   # "no object" as one more class
+
+@patch
+def _get_repeat_factors(self: ClassBalancedDataset) -> list[float]:
+    n = len(self.dataset)
+    freq = defaultdict(int)
+    for i in range(n):
+        for c in self._cats(i):
+            freq[c] += 1
+    cat_repeat = {c: max(1., math.sqrt(self.oversample_thr / (k / n))) for c, k in freq.items()}
+    return [max((cat_repeat[c] for c in self._cats(i)), default=1.) for i in range(n)]
+
+# %% ../../nbs/04_datasets.ipynb 69
 def _concat_dataset(cfg: dict, default_args=None) -> ConcatDataset:
     "One dataset per entry of cfg['ann_file'] (img_prefix, seg_prefix, proposal_file may be matching lists)."
     cfg = dict(cfg)
@@ -669,6 +599,7 @@ def _concat_dataset(cfg: dict, default_args=None) -> ConcatDataset:
         datasets.append(build_dataset(c, default_args))
     return ConcatDataset(datasets, separate_eval)
 
+# %% ../../nbs/04_datasets.ipynb 70
 def build_dataset(cfg, default_args: Mapping | None = None):
     "Build a dataset from a config dict (or a list of them, concatenated); wrappers may nest."
     if isinstance(cfg, (list, tuple)):

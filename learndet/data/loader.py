@@ -17,6 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from ..config import add_cfg_options, load_config
+from .datasets import build_dataset
+from .transforms import show_results
 from ..registry import COMMANDS
 
 # %% auto 0
@@ -190,14 +193,11 @@ def browse_dataset_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--show-interval', type=float, default=2., help='seconds per image when showing')
     parser.add_argument('--skip-type', nargs='+', default=list(_SKIP), help='pipeline steps to leave out')
     parser.add_argument('--max-images', type=int, default=None, help='stop after this many images')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config values')
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     if args.not_show and args.output_dir is None:
         parser.error('nothing to do: give --output-dir, or leave out --not-show')
     from matplotlib.figure import Figure       # no pyplot unless showing: works without a display
-    from learndet.cli import load_config
-    from learndet.data.datasets import build_dataset
-    from learndet.data.transforms import show_results
     cfg = load_config(args.config, args.cfg_options)
     dataset = build_dataset(_strip_pipeline(cfg.data.train, args.skip_type))
     if args.output_dir:

@@ -5,11 +5,18 @@
 # %% ../../nbs/17a_coco_eval.ipynb 3
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..data.datasets import CocoDataset
 
 # %% auto 0
 __all__ = ['COCO_AREA_RANGES', 'COCO_AREA_LABELS', 'COCO_STAT_NAMES', 'ERROR_TYPES', 'ERROR_COLORS', 'coco_iou_thrs',
@@ -324,6 +331,78 @@ def coco_eval(gt, dets, iou_type: str = 'bbox', img_ids=None, cat_ids=None, iou_
     return out
 
 # %% ../../nbs/17a_coco_eval.ipynb 64
+def _run_cocoeval(gt: dict, dets: list, img_ids: list, proposal: bool, iou_thrs, proposal_nums, logger) -> tuple:
+    "pycocotools' COCOeval of `dets` against `gt` (class-agnostic for proposals): its 12 stats and precision array."
+    coco_gt = COCO()
+    coco_gt.dataset = gt if not proposal else dict(gt, categories=[dict(id=1, name='object')],
+                                                   annotations=[dict(a, category_id=1) for a in gt['annotations']])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), 'bbox')
+        ev.params.imgIds = img_ids
+        if iou_thrs is not None:
+            ev.params.iouThrs = np.asarray(iou_thrs, np.float64)
+        if proposal:
+            ev.params.useCats, ev.params.maxDets = 0, list(proposal_nums)
+        ev.evaluate(); ev.accumulate()
+    with contextlib.redirect_stdout(io.StringIO()) as summary:
+        ev.summarize()
+    if logger != 'silent':        # the standard 12-line COCO table
+        print(summary.getvalue().rstrip())
+    return list(ev.stats), ev.eval['precision']
+
+# %% ../../nbs/17a_coco_eval.ipynb 65
+_BBOX_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+_PROPOSAL_ITEMS = ('AR@{0}', 'AR@{1}', 'AR@{2}', 'AR_s@{2}', 'AR_m@{2}', 'AR_l@{2}')
+
+def _bbox_metrics(stats, precision, classes, classwise: bool, metric_items) -> dict:
+    "mmdetection's `bbox_*` keys from COCO's 12 stats (and per-class AP from the precision array)."
+    out = {f'bbox_{item}': float(f'{stats[_BBOX_ITEMS.index(item)]:.3f}') for item in (metric_items or _BBOX_ITEMS)}
+    out['bbox_mAP_copypaste'] = ' '.join(f'{s:.3f}' for s in stats[:6])
+    if classwise and precision is not None:
+        for k, name in enumerate(classes):
+            p = precision[:, :, k, 0, -1]          # (iou thresholds, recall points) at area 'all', max dets
+            out[f'bbox_AP_{name}'] = float(p[p > -1].mean()) if (p > -1).any() else float('nan')
+    return out
+
+def _proposal_metrics(stats, proposal_nums, metric_items) -> dict:
+    "mmdetection's `AR@n` keys from the recall stats of a class-agnostic COCOeval."
+    names = [f.format(*proposal_nums) for f in _PROPOSAL_ITEMS]
+    return {name: float(f'{stats[6 + i]:.3f}') for i, name in enumerate(names) if metric_items is None or name in metric_items}
+
+# %% ../../nbs/17a_coco_eval.ipynb 66
+@patch
+def evaluate(self: CocoDataset, results: list, metric='bbox', logger=None, jsonfile_prefix=None, classwise: bool = False,
+             proposal_nums=(100, 300, 1000), iou_thrs=None, metric_items=None, backend: str = 'pycocotools') -> dict:
+    """COCO evaluation of `results` (per image: per class (n, 5) for 'bbox'; (n, 5) for 'proposal').
+    Returns {'bbox_mAP', 'bbox_mAP_50', ...} or {'AR@100', ...}. `backend`: 'pycocotools' or 'learndet'."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    for m in metrics:
+        if m not in ('bbox', 'proposal'):
+            raise KeyError(f"CocoDataset.evaluate: metric {m!r} is not supported (use 'bbox' or 'proposal')")
+    if backend not in ('pycocotools', 'learndet'):
+        raise ValueError(f"CocoDataset.evaluate: backend must be 'pycocotools' or 'learndet', got {backend!r}")
+    if len(results) != len(self):
+        raise ValueError(f'CocoDataset.evaluate: {len(results)} results for {len(self)} images')
+    if jsonfile_prefix is not None:
+        self.results2json(results, jsonfile_prefix)
+    gt, out = self._gt_subset(), {}
+    for m in metrics:
+        dets = self._proposal2json(results) if m == 'proposal' else self._det2json(results)
+        if backend == 'learndet':
+            if m != 'bbox':
+                raise ValueError("CocoDataset.evaluate: backend='learndet' supports metric='bbox' only")
+            stats, precision = coco_eval(gt, dets, iou_type='bbox')['stats'], None
+        elif not dets:
+            warnings.warn(f'CocoDataset.evaluate: no detections at all, so every {m} metric is 0')
+            stats, precision = [0.] * 12, None
+        else:
+            stats, precision = _run_cocoeval(gt, dets, self.img_ids, m == 'proposal', iou_thrs, proposal_nums, logger)
+        out.update(_bbox_metrics(stats, precision, self.CLASSES, classwise, metric_items) if m == 'bbox'
+                   else _proposal_metrics(stats, proposal_nums, metric_items))
+    return out
+
+# %% ../../nbs/17a_coco_eval.ipynb 74
 def synthetic_coco(num_images: int = 100, dets_per_image: int = 100, num_classes: int = 80, gts_per_image: float = 7,
                    img_size: int = 640, crowd_frac: float = 0.01, seed: int = 0) -> tuple[dict, list]:
     "A random COCO gt dict and results list of realistic shape (for tests and benchmarks); deterministic by seed."
@@ -358,7 +437,7 @@ def synthetic_coco(num_images: int = 100, dets_per_image: int = 100, num_classes
             for i in range(D)]
     return dict(images=images, annotations=anns, categories=categories), dets
 
-# %% ../../nbs/17a_coco_eval.ipynb 75
+# %% ../../nbs/17a_coco_eval.ipynb 85
 import matplotlib.pyplot as plt
 
 def _index(values, value, what: str) -> int:
@@ -385,7 +464,7 @@ def plot_pr_curves(res: dict, cat: int | None = None, iou_thrs=(0.5, 0.75, 0.95)
     ax.legend(loc='lower left', fontsize=8); ax.grid(alpha=.3)
     return ax
 
-# %% ../../nbs/17a_coco_eval.ipynb 79
+# %% ../../nbs/17a_coco_eval.ipynb 89
 ERROR_TYPES = ('C75', 'C50', 'Loc', 'Sim', 'Oth', 'BG', 'FN')
 
 def coco_error_analysis(gt, dets, area_ranges=None, max_det: int = 100) -> dict:
@@ -414,7 +493,7 @@ def coco_error_analysis(gt, dets, area_ranges=None, max_det: int = 100) -> dict:
     ps[6] = 1.                                                                          # FN: 1 everywhere
     return dict(precision=ps, ap=ps.mean(1), names=ERROR_TYPES, cat_ids=cat_ids, rec_thrs=rec_thrs, area_labels=p['area_labels'])
 
-# %% ../../nbs/17a_coco_eval.ipynb 84
+# %% ../../nbs/17a_coco_eval.ipynb 94
 ERROR_COLORS = ((.31, .51, .74), (.75, .31, .30), (.86, .6, 0.), (.6, .6, .6), (.35, .7, .2), (.1, .5, .6), (1., .6, 0.))
 
 def plot_error_breakdown(ea: dict, cat: int | None = None, area: str = 'all', ax=None, title: str | None = None):
@@ -432,7 +511,7 @@ def plot_error_breakdown(ea: dict, cat: int | None = None, area: str = 'all', ax
     ax.legend(loc='lower left', fontsize=8)
     return ax
 
-# %% ../../nbs/17a_coco_eval.ipynb 88
+# %% ../../nbs/17a_coco_eval.ipynb 98
 def pr_curve(res: dict, cat: int = 0, iou_thr: float = 0.5, area: str = 'all', max_dets: int = 100) -> dict:
     """The full PR curve of class index `cat` from `coco_eval(..., return_matches=True)`: dict(recall, precision,
     envelope, scores, tp, det_rows (rows of the detection arrays, in curve order), n_pos, ap (COCO 101-point))."""
@@ -468,7 +547,7 @@ def operating_point(curve: dict, recall: float) -> dict:
     if i >= len(curve['recall']): return dict(index=None, score=None, precision=None, recall=recall)
     return dict(index=i, score=float(curve['scores'][i]), precision=float(curve['envelope'][i]), recall=float(curve['recall'][i]))
 
-# %% ../../nbs/17a_coco_eval.ipynb 93
+# %% ../../nbs/17a_coco_eval.ipynb 103
 from PIL import Image
 
 def _load_image(info: dict, img_prefix) -> np.ndarray:
@@ -520,7 +599,7 @@ def pr_widget_update(res: dict, cat: int = 0, iou_thr: float = 0.5, area: str = 
     ax_img.set_title(f'image {image_id}: {counts["tp"]} TP (green), {counts["fp"]} FP (red), {counts["fn"]} FN (orange)', fontsize=9)
     return dict(fig=fig, curve=curve, point=point, counts=counts, image_id=image_id)
 
-# %% ../../nbs/17a_coco_eval.ipynb 98
+# %% ../../nbs/17a_coco_eval.ipynb 108
 def pr_widget(res: dict, img_prefix=None, class_names=None):
     "Interactive PR explorer (ipywidgets) over `coco_eval(..., return_matches=True)` results; returns the widget box."
     import ipywidgets as W

@@ -10,6 +10,9 @@ from multiprocessing import Pool
 from typing import Callable, Sequence
 
 import numpy as np
+from fastcore.basics import patch
+
+from ..data.datasets import CustomDataset
 
 # %% auto 0
 __all__ = ['VOC_CLASSES', 'average_precision', 'tpfp_default', 'get_cls_results', 'print_map_summary', 'eval_map', 'eval_recalls',
@@ -206,6 +209,27 @@ def eval_map(det_results: list, annotations: list, scale_ranges: list | None = N
     return mean_ap, eval_results
 
 # %% ../../nbs/17_evaluation.ipynb 46
+@patch
+def evaluate(self: CustomDataset, results: list, metric='mAP', logger=None, iou_thr=0.5, scale_ranges=None,
+             **kwargs) -> dict:
+    "VOC-style mAP of `results` (per image, per class (n, 5)) with `eval_map`. Returns {'AP50', ..., 'mAP'}."
+    metric = metric if isinstance(metric, str) else metric[0]
+    if metric != 'mAP':
+        raise KeyError(f"{type(self).__name__}.evaluate: metric {metric!r} is not supported (use 'mAP')")
+    if len(results) != len(self):
+        raise ValueError(f'{type(self).__name__}.evaluate: {len(results)} results for {len(self)} images')
+    annotations = [self.get_ann_info(i) for i in range(len(self))]
+    dataset = 'voc07' if getattr(self, 'year', None) == 2007 else self.CLASSES
+    iou_thrs = [iou_thr] if isinstance(iou_thr, float) else list(iou_thr)
+    out, aps = {}, []
+    for thr in iou_thrs:
+        mean_ap, _ = eval_map(results, annotations, scale_ranges=scale_ranges, iou_thr=thr, dataset=dataset, logger=logger)
+        aps.append(mean_ap)
+        out[f'AP{int(thr * 100):02d}'] = round(float(mean_ap), 3)
+    out['mAP'] = float(np.mean(aps))
+    return out
+
+# %% ../../nbs/17_evaluation.ipynb 52
 def _as_array_param(x, default, dtype):
     if x is None: x = default
     return np.array([x] if np.isscalar(x) else list(x), dtype)

@@ -10,6 +10,7 @@ import os.path as osp
 from collections import OrderedDict
 from typing import Mapping, Sequence
 
+from fastcore.basics import patch
 import torch
 from torch import nn
 import torchvision
@@ -39,18 +40,20 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample, self.stride, self.dilation, self.style = downsample, stride, dilation, style
 
-    @property
-    def norm1(self) -> nn.Module: return getattr(self, self.norm1_name)
-    @property
-    def norm2(self) -> nn.Module: return getattr(self, self.norm2_name)
+# %% ../../nbs/10a_backbones.ipynb 11
+@patch(as_prop=True)
+def norm1(self: BasicBlock) -> nn.Module: return getattr(self, self.norm1_name)
+@patch(as_prop=True)
+def norm2(self: BasicBlock) -> nn.Module: return getattr(self, self.norm2_name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.norm1(self.conv1(x)))
-        out = self.norm2(self.conv2(out))
-        return self.relu(out + identity)
+@patch
+def forward(self: BasicBlock, x: torch.Tensor) -> torch.Tensor:
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.norm1(self.conv1(x)))
+    out = self.norm2(self.conv2(out))
+    return self.relu(out + identity)
 
-# %% ../../nbs/10a_backbones.ipynb 14
+# %% ../../nbs/10a_backbones.ipynb 16
 class Bottleneck(nn.Module):
     "1×1 (reduce) → 3×3 → 1×1 (expand ×4) conv-norm layers plus a shortcut; `style` puts the stride on conv2 ('pytorch') or conv1 ('caffe')."
     expansion = 4
@@ -75,21 +78,23 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample, self.stride, self.dilation, self.style = downsample, stride, dilation, style
 
-    @property
-    def norm1(self) -> nn.Module: return getattr(self, self.norm1_name)
-    @property
-    def norm2(self) -> nn.Module: return getattr(self, self.norm2_name)
-    @property
-    def norm3(self) -> nn.Module: return getattr(self, self.norm3_name)
+# %% ../../nbs/10a_backbones.ipynb 18
+@patch(as_prop=True)
+def norm1(self: Bottleneck) -> nn.Module: return getattr(self, self.norm1_name)
+@patch(as_prop=True)
+def norm2(self: Bottleneck) -> nn.Module: return getattr(self, self.norm2_name)
+@patch(as_prop=True)
+def norm3(self: Bottleneck) -> nn.Module: return getattr(self, self.norm3_name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.norm1(self.conv1(x)))
-        out = self.relu(self.norm2(self.conv2(out)))
-        out = self.norm3(self.conv3(out))
-        return self.relu(out + identity)
+@patch
+def forward(self: Bottleneck, x: torch.Tensor) -> torch.Tensor:
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.norm1(self.conv1(x)))
+    out = self.relu(self.norm2(self.conv2(out)))
+    out = self.norm3(self.conv3(out))
+    return self.relu(out + identity)
 
-# %% ../../nbs/10a_backbones.ipynb 21
+# %% ../../nbs/10a_backbones.ipynb 25
 class ResLayer(nn.Sequential):
     "One ResNet stage: `num_blocks` blocks, the first with `stride` and a projection shortcut where shapes change."
     def __init__(self, block: type, inplanes: int, planes: int, num_blocks: int, stride: int = 1,
@@ -110,7 +115,7 @@ class ResLayer(nn.Sequential):
                    for _ in range(1, num_blocks)]
         super().__init__(*blocks)
 
-# %% ../../nbs/10a_backbones.ipynb 25
+# %% ../../nbs/10a_backbones.ipynb 29
 @BACKBONES.register_module()
 class ResNet(nn.Module):
     """ResNet backbone with mmdetection 2.x's parameter names; `forward(x)` returns the stages in `out_indices`
@@ -133,26 +138,17 @@ class ResNet(nn.Module):
         self.deep_stem, self.avg_down, self.frozen_stages = deep_stem, avg_down, frozen_stages
         self.conv_cfg, self.norm_cfg, self.norm_eval = conv_cfg, norm_cfg, norm_eval
         self.zero_init_residual, self.init_cfg = zero_init_residual, init_cfg
-        self.stem_channels = stem_channels or base_channels
-        self.base_channels = base_channels
+        self.stem_channels, self.base_channels = stem_channels or base_channels, base_channels
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
-        self._make_stem_layer(in_channels, self.stem_channels)
-        self.res_layers, inplanes = [], self.stem_channels
-        for i, num_blocks in enumerate(self.stage_blocks):
-            planes = base_channels * 2 ** i
-            layer = ResLayer(self.block, inplanes, planes, num_blocks, stride=strides[i], dilation=dilations[i],
-                             style=style, avg_down=avg_down, conv_cfg=conv_cfg, norm_cfg=norm_cfg)
-            inplanes = planes * self.block.expansion
-            self.add_module(f'layer{i + 1}', layer)
-            self.res_layers.append(f'layer{i + 1}')
-        self.feat_dim = inplanes                                  # channels of the last stage
-        self.out_channels = [base_channels * 2 ** i * self.block.expansion for i in self.out_indices]
-        self._default_init()
-        self._freeze_stages()
+        self._make_stem_layer(in_channels, self.stem_channels)    # 1. the stem
+        self._make_res_layers()                                   # 2. the stages
+        self._default_init()                                      # 3. initialise
+        self._freeze_stages()                                     # 4. freeze what frozen_stages asks
 
-# %% ../../nbs/10a_backbones.ipynb 27
-def _check_args(self, depth, num_stages, strides, dilations, out_indices, frozen_stages, pretrained, init_cfg):
+# %% ../../nbs/10a_backbones.ipynb 31
+@patch
+def _check_args(self: ResNet, depth, num_stages, strides, dilations, out_indices, frozen_stages, pretrained, init_cfg):
     if depth not in self.arch_settings:
         raise KeyError(f'invalid depth {depth} for ResNet; choose one of {sorted(self.arch_settings)}')
     if not 1 <= num_stages <= 4:
@@ -168,7 +164,9 @@ def _check_args(self, depth, num_stages, strides, dilations, out_indices, frozen
         raise ValueError('give either pretrained or init_cfg, not both (pretrained=PATH is init_cfg='
                          "dict(type='Pretrained', checkpoint=PATH))")
 
-def _make_stem_layer(self, in_channels: int, stem_channels: int):
+# %% ../../nbs/10a_backbones.ipynb 35
+@patch
+def _make_stem_layer(self: ResNet, in_channels: int, stem_channels: int):
     "The stem: `conv1`/`bn1`/ReLU (7×7, stride 2) or, with `deep_stem`, `stem` = three 3×3 conv-norm-ReLU; then a 3×3 stride-2 max-pool."
     if self.deep_stem:
         mid = stem_channels // 2
@@ -186,7 +184,27 @@ def _make_stem_layer(self, in_channels: int, stem_channels: int):
         self.relu = nn.ReLU(inplace=True)
     self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+@patch(as_prop=True)
+def norm1(self: ResNet) -> nn.Module: return getattr(self, self.norm1_name)
+
+# %% ../../nbs/10a_backbones.ipynb 37
+@patch
+def _make_res_layers(self: ResNet):
+    "Stages `layer1`.. (names in `res_layers`); `feat_dim` and `out_channels` are their output widths."
+    self.res_layers, inplanes = [], self.stem_channels
+    for i, num_blocks in enumerate(self.stage_blocks):
+        planes = self.base_channels * 2 ** i
+        layer = ResLayer(self.block, inplanes, planes, num_blocks, stride=self.strides[i], dilation=self.dilations[i],
+                         style=self.style, avg_down=self.avg_down, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg)
+        inplanes = planes * self.block.expansion
+        self.add_module(f'layer{i + 1}', layer)
+        self.res_layers.append(f'layer{i + 1}')
+    self.feat_dim = inplanes                                  # channels of the last stage
+    self.out_channels = [self.base_channels * 2 ** i * self.block.expansion for i in self.out_indices]
+
+# %% ../../nbs/10a_backbones.ipynb 39
+@patch
+def forward(self: ResNet, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     "(N, in_channels, H, W) -> tuple of the stages in `out_indices`, stage i: (N, base·2^i·expansion, H/s_i, W/s_i)."
     x = self.stem(x) if self.deep_stem else self.relu(self.norm1(self.conv1(x)))
     x = self.maxpool(x)
@@ -197,11 +215,9 @@ def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             outs.append(x)
     return tuple(outs)
 
-ResNet._check_args, ResNet._make_stem_layer, ResNet.forward = _check_args, _make_stem_layer, _forward
-ResNet.norm1 = property(lambda self: getattr(self, self.norm1_name))
-
-# %% ../../nbs/10a_backbones.ipynb 29
-def _default_init(self):
+# %% ../../nbs/10a_backbones.ipynb 41
+@patch
+def _default_init(self: ResNet):
     "Kaiming-normal convs, unit norms, and (with `zero_init_residual`) each block's last norm at 0."
     for m in self.modules():
         if isinstance(m, nn.Conv2d):
@@ -215,10 +231,9 @@ def _default_init(self):
             elif isinstance(m, BasicBlock):
                 constant_init(m.norm2, 0)
 
-ResNet._default_init = _default_init
-
-# %% ../../nbs/10a_backbones.ipynb 31
-def _freeze_stages(self):
+# %% ../../nbs/10a_backbones.ipynb 43
+@patch
+def _freeze_stages(self: ResNet):
     "Put the stem and stages 1..`frozen_stages` in eval mode with `requires_grad=False`."
     if self.frozen_stages >= 0:
         stem = [self.stem] if self.deep_stem else [self.conv1, self.norm1]
@@ -230,7 +245,9 @@ def _freeze_stages(self):
         m.eval()
         for p in m.parameters(): p.requires_grad = False
 
-def _train(self, mode: bool = True):
+# %% ../../nbs/10a_backbones.ipynb 45
+@patch
+def train(self: ResNet, mode: bool = True):
     "Switch to train/eval mode, then re-freeze the frozen stages and (with `norm_eval`) every BatchNorm."
     nn.Module.train(self, mode)
     self._freeze_stages()
@@ -240,9 +257,7 @@ def _train(self, mode: bool = True):
                 m.eval()
     return self
 
-ResNet._freeze_stages, ResNet.train = _freeze_stages, _train
-
-# %% ../../nbs/10a_backbones.ipynb 58
+# %% ../../nbs/10a_backbones.ipynb 70
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     "Map `checkpoint` to a local file: a path as is; `torchvision://NAME` or a URL to torch hub's cache. Never downloads."
     checkpoint = os.fspath(checkpoint)
@@ -267,17 +282,9 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
                                 f'Fetch {url} once (e.g. torch.hub.load_state_dict_from_url) or give a local path.')
     return cached
 
-# %% ../../nbs/10a_backbones.ipynb 59
-def _describe(keys: Sequence[str], n: int = 5) -> str:
-    keys = sorted(keys)
-    return f"{len(keys)}: {', '.join(keys[:n])}{', ...' if len(keys) > n else ''}"
-
-def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: str | None = None,
-                    ignore_prefixes: Sequence[str] = ('fc.',), map_location: str | torch.device = 'cpu') -> str:
-    """Load the weights in the local file `checkpoint` into `module` strictly; return the file's path.
-    Takes a plain state dict or `{'state_dict': ...}`; keeps the keys under `prefix` (default: `backbone.` if the
-    file has such keys), drops `module.` (DataParallel) and keys under `ignore_prefixes` the module lacks."""
-    path = resolve_checkpoint(checkpoint)
+# %% ../../nbs/10a_backbones.ipynb 72
+def _read_state_dict(path: str, map_location) -> OrderedDict:
+    "The state dict in the file `path` (plain, or under 'state_dict' / 'model'), without DataParallel's `module.`."
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -285,18 +292,31 @@ def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: st
     state = obj.get('state_dict', obj.get('model', obj)) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TypeError(f'{path}: expected a state dict (name -> tensor), or a dict with one under "state_dict"')
-    state = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+
+# %% ../../nbs/10a_backbones.ipynb 74
+def _select_keys(state: OrderedDict, own: Mapping, prefix: str | None, ignore_prefixes: Sequence[str],
+                 path: str) -> tuple[OrderedDict, str | None]:
+    "The entries of `state` meant for a module whose state dict is `own`, and the prefix used."
     if prefix is None and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if prefix:
         state = OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
         if not state:
             raise KeyError(f'{path}: no keys start with prefix {prefix!r}')
-    own = module.state_dict()
     state = OrderedDict((k, v) for k, v in state.items() if k in own or not k.startswith(tuple(ignore_prefixes)))
     for k in own:                   # checkpoints older than PyTorch 0.4.1 have no BatchNorm counters
         if k.endswith('.num_batches_tracked') and k not in state and k.replace('num_batches_tracked', 'running_mean') in state:
             state[k] = own[k]
+    return state, prefix
+
+# %% ../../nbs/10a_backbones.ipynb 77
+def _describe(keys: Sequence[str], n: int = 5) -> str:
+    keys = sorted(keys)
+    return f"{len(keys)}: {', '.join(keys[:n])}{', ...' if len(keys) > n else ''}"
+
+def _check_fits(state: Mapping, own: Mapping, path: str, module: nn.Module, prefix: str | None):
+    "Raise a KeyError naming the missing and unexpected keys and the shape mismatches, if there are any."
     missing, unexpected = set(own) - set(state), set(state) - set(own)
     shapes = [f'{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
               for k in own if k in state and state[k].shape != own[k].shape]
@@ -306,11 +326,24 @@ def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: st
                    ([f'shape mismatch {_describe(shapes, 3)}'] if shapes else [])
         raise KeyError(f'{path} does not fit {type(module).__name__}' + (f' (prefix {prefix!r})' if prefix else '')
                        + ': ' + '; '.join(problems))
+
+# %% ../../nbs/10a_backbones.ipynb 80
+def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: str | None = None,
+                    ignore_prefixes: Sequence[str] = ('fc.',), map_location: str | torch.device = 'cpu') -> str:
+    """Load the weights in the local file `checkpoint` into `module` strictly; return the file's path.
+    Takes a plain state dict or `{'state_dict': ...}`; keeps the keys under `prefix` (default: `backbone.` if the
+    file has such keys), drops `module.` (DataParallel) and keys under `ignore_prefixes` the module lacks."""
+    path = resolve_checkpoint(checkpoint)                                        # 1. the local file
+    state = _read_state_dict(path, map_location)                                 # 2. its state dict
+    own = module.state_dict()
+    state, prefix = _select_keys(state, own, prefix, ignore_prefixes, path)       # 3. the module's keys
+    _check_fits(state, own, path, module, prefix)                                # 4. all of them, and only them
     module.load_state_dict(state, strict=True)
     return path
 
-# %% ../../nbs/10a_backbones.ipynb 61
-def _init_weights(self):
+# %% ../../nbs/10a_backbones.ipynb 82
+@patch
+def init_weights(self: ResNet):
     "Initialise from `init_cfg`: `None` → Kaiming/constant (+ zero-init residuals); `Pretrained` → `load_pretrained`."
     cfg = self.init_cfg
     if cfg is None:
@@ -325,9 +358,7 @@ def _init_weights(self):
         raise ValueError(f"init_cfg must be None or dict(type='Pretrained', checkpoint=PATH), got {cfg!r}")
     self._freeze_stages()
 
-ResNet.init_weights = _init_weights
-
-# %% ../../nbs/10a_backbones.ipynb 71
+# %% ../../nbs/10a_backbones.ipynb 92
 @BACKBONES.register_module()
 class ResNetV1d(ResNet):
     "ResNet-D: a deep 3×3 stem (`stem.*`) and average-pool projections (`downsample.0` pool, `.1` conv, `.2` norm)."

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from fastcore.basics import patch
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -82,6 +83,7 @@ def normal_init(module: nn.Module, mean: float = 0, std: float = 1, bias: float 
     if getattr(module, 'bias', None) is not None:
         nn.init.constant_(module.bias, bias)
 
+# %% ../../nbs/10_layers.ipynb 19
 def xavier_init(module: nn.Module, gain: float = 1, bias: float = 0, distribution: str = 'normal') -> None:
     "Xavier/Glorot init of `module.weight` (`distribution` 'uniform' or 'normal'); fill the bias with `bias`."
     if distribution not in ('uniform', 'normal'):
@@ -102,13 +104,28 @@ def kaiming_init(module: nn.Module, a: float = 0, mode: str = 'fan_out', nonline
     if getattr(module, 'bias', None) is not None:
         nn.init.constant_(module.bias, bias)
 
+# %% ../../nbs/10_layers.ipynb 21
 def bias_init_with_prob(prior_prob: float) -> float:
     "The bias `b` for which `sigmoid(b) == prior_prob`: a classifier that starts out predicting `prior_prob`."
     if not 0 < prior_prob < 1:
         raise ValueError(f'prior_prob must be in (0, 1), got {prior_prob}')
     return float(-math.log((1 - prior_prob) / prior_prob))
 
-# %% ../../nbs/10_layers.ipynb 21
+# %% ../../nbs/10_layers.ipynb 26
+def _check_order_and_bias(order: tuple, bias):
+    if sorted(order) != ['act', 'conv', 'norm']:
+        raise ValueError(f"order must be a permutation of ('conv', 'norm', 'act'), got {order!r}")
+    if bias != 'auto' and not isinstance(bias, bool):
+        raise ValueError(f"bias must be 'auto', True or False, got {bias!r}")
+
+def _build_activation(act_cfg: Mapping, inplace: bool) -> nn.Module:
+    "`build_activation_layer(act_cfg)`, with `inplace` as the default for the types that take it."
+    act_args = dict(act_cfg)
+    if act_args['type'] in ('ReLU', 'LeakyReLU', 'ReLU6', 'ELU', 'SiLU', 'Swish', 'HSigmoid', 'HSwish'):
+        act_args.setdefault('inplace', inplace)
+    return build_activation_layer(act_args)
+
+# %% ../../nbs/10_layers.ipynb 29
 class ConvModule(nn.Module):
     """A convolution followed by an optional normalisation and activation, in `order`.
     Parameter names match mmcv's ConvModule (`conv.*`, `bn.*` / `gn.*`), so mmdetection checkpoints load."""
@@ -119,53 +136,53 @@ class ConvModule(nn.Module):
                  order: Sequence[str] = ('conv', 'norm', 'act')):
         super().__init__()
         order = tuple(order)
-        if sorted(order) != ['act', 'conv', 'norm']:
-            raise ValueError(f"order must be a permutation of ('conv', 'norm', 'act'), got {order!r}")
-        if bias != 'auto' and not isinstance(bias, bool):
-            raise ValueError(f"bias must be 'auto', True or False, got {bias!r}")
+        _check_order_and_bias(order, bias)
         self.order, self.conv_cfg, self.norm_cfg, self.act_cfg = order, conv_cfg, norm_cfg, act_cfg
         self.with_norm, self.with_activation = norm_cfg is not None, act_cfg is not None
         self.with_bias = (not self.with_norm) if bias == 'auto' else bias
+        # 1. the convolution
         self.conv = build_conv_layer(conv_cfg, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                                      dilation=dilation, groups=groups, bias=self.with_bias)
         self.in_channels, self.out_channels = in_channels, out_channels
+        # 2. the norm, on the output channels (on the input's when it comes before the conv)
+        self.norm_name = None
         if self.with_norm:
             norm_channels = out_channels if order.index('norm') > order.index('conv') else in_channels
             self.norm_name, norm = build_norm_layer(norm_cfg, norm_channels)
             self.add_module(self.norm_name, norm)
-        else:
-            self.norm_name = None
+        # 3. the activation
         if self.with_activation:
-            act_args = dict(act_cfg)
-            if act_args['type'] in ('ReLU', 'LeakyReLU', 'ReLU6', 'ELU', 'SiLU', 'Swish', 'HSigmoid', 'HSwish'):
-                act_args.setdefault('inplace', inplace)
-            self.activate = build_activation_layer(act_args)
+            self.activate = _build_activation(act_cfg, inplace)
         self.init_weights()
 
-    @property
-    def norm(self) -> nn.Module | None:
-        return getattr(self, self.norm_name) if self.norm_name else None
+# %% ../../nbs/10_layers.ipynb 31
+@patch(as_prop=True)
+def norm(self: ConvModule) -> nn.Module | None:
+    return getattr(self, self.norm_name) if self.norm_name else None
 
-    def init_weights(self):
-        "Kaiming (fan_out) for the conv, matched to a leaky ReLU's slope when there is one; norm weight 1, bias 0."
-        if self.with_activation and self.act_cfg['type'] == 'LeakyReLU':
-            kaiming_init(self.conv, a=self.act_cfg.get('negative_slope', 0.01), nonlinearity='leaky_relu')
-        else:
-            kaiming_init(self.conv, nonlinearity='relu')
-        if self.with_norm:
-            constant_init(self.norm, 1, bias=0)
+@patch
+def init_weights(self: ConvModule):
+    "Kaiming (fan_out) for the conv, matched to a leaky ReLU's slope when there is one; norm weight 1, bias 0."
+    if self.with_activation and self.act_cfg['type'] == 'LeakyReLU':
+        kaiming_init(self.conv, a=self.act_cfg.get('negative_slope', 0.01), nonlinearity='leaky_relu')
+    else:
+        kaiming_init(self.conv, nonlinearity='relu')
+    if self.with_norm:
+        constant_init(self.norm, 1, bias=0)
 
-    def forward(self, x: torch.Tensor, activate: bool = True, norm: bool = True) -> torch.Tensor:
-        for layer in self.order:
-            if layer == 'conv':
-                x = self.conv(x)
-            elif layer == 'norm' and norm and self.with_norm:
-                x = self.norm(x)
-            elif layer == 'act' and activate and self.with_activation:
-                x = self.activate(x)
-        return x
+# %% ../../nbs/10_layers.ipynb 33
+@patch
+def forward(self: ConvModule, x: torch.Tensor, activate: bool = True, norm: bool = True) -> torch.Tensor:
+    for layer in self.order:
+        if layer == 'conv':
+            x = self.conv(x)
+        elif layer == 'norm' and norm and self.with_norm:
+            x = self.norm(x)
+        elif layer == 'act' and activate and self.with_activation:
+            x = self.activate(x)
+    return x
 
-# %% ../../nbs/10_layers.ipynb 34
+# %% ../../nbs/10_layers.ipynb 46
 class Scale(nn.Module):
     "Multiply the input by a learnable scalar `scale` (initialised to `scale`)."
     def __init__(self, scale: float = 1.0):

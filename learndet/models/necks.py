@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from fastcore.basics import patch
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -39,20 +40,12 @@ class FPN(nn.Module):
             raise ValueError(f'add_extra_convs must be False, True or one of {EXTRA_CONVS_SOURCES}, got {add_extra_convs!r}')
         self.add_extra_convs, self.relu_before_extra_convs = add_extra_convs, relu_before_extra_convs
         self.no_norm_on_lateral, self.upsample_cfg, self.init_cfg = no_norm_on_lateral, dict(upsample_cfg), init_cfg
-        conv_args = dict(conv_cfg=conv_cfg, act_cfg=act_cfg, inplace=False)
-        self.lateral_convs, self.fpn_convs = nn.ModuleList(), nn.ModuleList()
-        for i in range(start_level, self.backbone_end_level):
-            self.lateral_convs.append(ConvModule(self.in_channels[i], out_channels, 1,
-                                                 norm_cfg=None if no_norm_on_lateral else norm_cfg, **conv_args))
-            self.fpn_convs.append(ConvModule(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, **conv_args))
-        extra_levels = num_outs - (self.backbone_end_level - start_level)
-        for i in range(extra_levels if add_extra_convs else 0):   # P6, P7, ...: stride-2 3x3 convs
-            ch = self.in_channels[self.backbone_end_level - 1] if i == 0 and add_extra_convs == 'on_input' else out_channels
-            self.fpn_convs.append(ConvModule(ch, out_channels, 3, stride=2, padding=1, norm_cfg=norm_cfg, **conv_args))
+        self._make_layers(conv_cfg, norm_cfg, act_cfg)
         self.init_weights()
 
 # %% ../../nbs/11_necks.ipynb 11
-def _check_levels(self) -> int:
+@patch
+def _check_levels(self: FPN) -> int:
     "Validate start/end level and num_outs; return `backbone_end_level` (one past the last input level used)."
     if not 0 <= self.start_level < self.num_ins:
         raise ValueError(f'start_level={self.start_level} must index in_channels (0..{self.num_ins - 1})')
@@ -68,7 +61,26 @@ def _check_levels(self) -> int:
                          f'{self.end_level - self.start_level + 1}, got {self.num_outs}')
     return self.end_level + 1
 
-def _init_weights(self):
+# %% ../../nbs/11_necks.ipynb 14
+@patch
+def _make_layers(self: FPN, conv_cfg: Mapping | None, norm_cfg: Mapping | None, act_cfg: Mapping | None):
+    "`lateral_convs` (1×1) and `fpn_convs` (3×3) for the used levels, then the extra stride-2 convs in `fpn_convs`."
+    conv_args = dict(conv_cfg=conv_cfg, act_cfg=act_cfg, inplace=False)
+    self.lateral_convs, self.fpn_convs = nn.ModuleList(), nn.ModuleList()
+    for i in range(self.start_level, self.backbone_end_level):
+        self.lateral_convs.append(ConvModule(self.in_channels[i], self.out_channels, 1,
+                                             norm_cfg=None if self.no_norm_on_lateral else norm_cfg, **conv_args))
+        self.fpn_convs.append(ConvModule(self.out_channels, self.out_channels, 3, padding=1, norm_cfg=norm_cfg,
+                                         **conv_args))
+    extra_levels = self.num_outs - (self.backbone_end_level - self.start_level)
+    for i in range(extra_levels if self.add_extra_convs else 0):   # P6, P7, ...: stride-2 3x3 convs
+        on_input = i == 0 and self.add_extra_convs == 'on_input'
+        ch = self.in_channels[self.backbone_end_level - 1] if on_input else self.out_channels
+        self.fpn_convs.append(ConvModule(ch, self.out_channels, 3, stride=2, padding=1, norm_cfg=norm_cfg, **conv_args))
+
+# %% ../../nbs/11_necks.ipynb 16
+@patch
+def init_weights(self: FPN):
     "Xavier init of every conv (`init_cfg` of type 'Xavier', mmdetection's default); `None` keeps ConvModule's Kaiming init."
     cfg = self.init_cfg
     if cfg is None:
@@ -79,10 +91,9 @@ def _init_weights(self):
         if isinstance(m, nn.Conv2d):
             xavier_init(m, gain=cfg.get('gain', 1), bias=cfg.get('bias', 0), distribution=cfg.get('distribution', 'normal'))
 
-FPN._check_levels, FPN.init_weights = _check_levels, _init_weights
-
-# %% ../../nbs/11_necks.ipynb 13
-def _check_inputs(self, inputs: Sequence[torch.Tensor]):
+# %% ../../nbs/11_necks.ipynb 21
+@patch
+def _check_inputs(self: FPN, inputs: Sequence[torch.Tensor]):
     if len(inputs) != self.num_ins:
         raise ValueError(f'FPN expects {self.num_ins} inputs (one per in_channels entry {self.in_channels}), '
                          f'got {len(inputs)}')
@@ -91,12 +102,10 @@ def _check_inputs(self, inputs: Sequence[torch.Tensor]):
             raise ValueError(f'FPN input level {i}: expected (N, {c}, H, W) (in_channels[{i}] = {c}), '
                              f'got shape {tuple(x.shape)}')
 
-def _forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    "inputs: one (N, in_channels[i], H_i, W_i) map per level -> `num_outs` maps (N, out_channels, H_j, W_j)."
-    self._check_inputs(inputs)
-    # 1. laterals: 1x1 convs on levels start_level .. backbone_end_level - 1
-    laterals = [conv(inputs[self.start_level + i]) for i, conv in enumerate(self.lateral_convs)]
-    # 2. top-down: upsample the coarser merged map and add it to the finer lateral
+# %% ../../nbs/11_necks.ipynb 24
+@patch
+def _top_down(self: FPN, laterals: list[torch.Tensor]) -> list[torch.Tensor]:
+    "Merge coarse into fine: `laterals[i - 1] += upsample(laterals[i])`, from the coarsest level down (in place)."
     for i in range(len(laterals) - 1, 0, -1):
         if 'scale_factor' in self.upsample_cfg:
             up = F.interpolate(laterals[i], **self.upsample_cfg)
@@ -107,9 +116,12 @@ def _forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
                              f'{self.start_level + i - 1} is {tuple(laterals[i - 1].shape[2:])}; pad the image to a '
                              f'multiple of the largest stride or drop scale_factor from upsample_cfg')
         laterals[i - 1] = laterals[i - 1] + up
-    # 3. 3x3 convs on the merged maps
-    outs = [self.fpn_convs[i](lat) for i, lat in enumerate(laterals)]
-    # 4. extra levels: max-pool (kernel 1, stride 2) or stride-2 convs from input / lateral / output
+    return laterals
+
+# %% ../../nbs/11_necks.ipynb 27
+@patch
+def _extra_levels(self: FPN, inputs, laterals, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+    "Append levels to `outs` until there are `num_outs`: max-pool of the last output, or stride-2 convs."
     n = len(outs)
     if self.num_outs > n and not self.add_extra_convs:
         for _ in range(self.num_outs - n):
@@ -120,6 +132,18 @@ def _forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         outs.append(self.fpn_convs[n](source))
         for i in range(n + 1, self.num_outs):
             outs.append(self.fpn_convs[i](F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]))
-    return tuple(outs)
+    return outs
 
-FPN._check_inputs, FPN.forward = _check_inputs, _forward
+# %% ../../nbs/11_necks.ipynb 30
+@patch
+def forward(self: FPN, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    "inputs: one (N, in_channels[i], H_i, W_i) map per level -> `num_outs` maps (N, out_channels, H_j, W_j)."
+    self._check_inputs(inputs)
+    # 1. laterals: 1x1 convs on levels start_level .. backbone_end_level - 1
+    laterals = [conv(inputs[self.start_level + i]) for i, conv in enumerate(self.lateral_convs)]
+    # 2. top-down: upsample the coarser merged map and add it to the finer lateral
+    laterals = self._top_down(laterals)
+    # 3. 3x3 convs on the merged maps
+    outs = [self.fpn_convs[i](lat) for i, lat in enumerate(laterals)]
+    # 4. extra levels: max-pool (kernel 1, stride 2) or stride-2 convs from input / lateral / output
+    return tuple(self._extra_levels(inputs, laterals, outs))
