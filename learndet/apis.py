@@ -36,8 +36,9 @@ from .data.loader import build_dataloader
 from .data.transforms import Compose
 from .models.detectors import build_detector
 
-# %% ../nbs/18_apis.ipynb 6
+# %% ../nbs/18_apis.ipynb 7
 def _loader_cfg(cfg: Mapping, distributed: bool) -> dict:
+    "Step 3: the keyword arguments of `build_dataloader` for the training phases of `cfg`."
     data = cfg['data']
     for key in ('samples_per_gpu', 'workers_per_gpu'):
         if key not in data:
@@ -46,12 +47,18 @@ def _loader_cfg(cfg: Mapping, distributed: bool) -> dict:
                 seed=cfg.get('seed'), persistent_workers=data.get('persistent_workers', False),
                 runner_type=cfg.get('runner', {}).get('type', 'EpochBasedRunner'))
 
-def train_detector(model: nn.Module, dataset, cfg: Config, distributed: bool = False, validate: bool = False,
-                   timestamp: str | None = None, meta: Mapping | None = None, device: str | torch.device | None = None):
-    """Train `model` on `dataset` (one dataset, or a list matching `cfg.workflow`) as `cfg` says; return the runner.
-    `validate` adds an `EvalHook` on `cfg.data.val` with `cfg.evaluation`. The model is moved to `device`
-    (default: CUDA if available) and wrapped in DDP when `distributed`."""
-    rank, world_size = get_dist_info()
+# %% ../nbs/18_apis.ipynb 10
+def _build_loaders(datasets: Sequence, cfg: Mapping, distributed: bool) -> tuple[list, list[tuple]]:
+    "Step 3: a loader per dataset, and the workflow they serve (one dataset per phase)."
+    workflow = [tuple(w) for w in cfg.get('workflow', [('train', 1)])]
+    if len(datasets) != len(workflow):
+        raise ValueError(f'{len(datasets)} dataset(s) for a workflow of {len(workflow)} phase(s) {workflow}: '
+                         'give one dataset per phase')
+    return [build_dataloader(ds, **_loader_cfg(cfg, distributed)) for ds in datasets], workflow
+
+# %% ../nbs/18_apis.ipynb 13
+def _work_dir_logger(cfg: Mapping, rank: int, timestamp: str | None) -> tuple[str, logging.Logger]:
+    "Create `cfg.work_dir` on rank 0; return the run's timestamp and a logger writing into the work_dir."
     work_dir = cfg.get('work_dir')
     if work_dir is None:
         raise KeyError('config: work_dir is not set (where checkpoints and logs go); set it or pass --work-dir')
@@ -60,50 +67,68 @@ def train_detector(model: nn.Module, dataset, cfg: Config, distributed: bool = F
     timestamp = timestamp or time.strftime('%Y%m%d_%H%M%S', time.localtime())
     logger = get_logger('learndet', log_file=osp.join(work_dir, f'{timestamp}.log'),
                         log_level=getattr(logging, str(cfg.get('log_level', 'INFO'))))
-    datasets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
-    workflow = [tuple(w) for w in cfg.get('workflow', [('train', 1)])]
-    if len(datasets) != len(workflow):
-        raise ValueError(f'{len(datasets)} dataset(s) for a workflow of {len(workflow)} phase(s) {workflow}: '
-                         'give one dataset per phase')
-    loaders = [build_dataloader(ds, **_loader_cfg(cfg, distributed)) for ds in datasets]
+    return timestamp, logger
 
-    device = get_device(device)
-    model = model.to(device)
-    auto_scale_lr(cfg, num_gpus=world_size, logger=logger)
-    optimizer = build_optimizer(model, cfg['optimizer'])
-    if distributed:
-        model = wrap_ddp(model, find_unused_parameters=cfg.get('find_unused_parameters', False))
-    runner_cfg = cfg.get('runner') or dict(type='EpochBasedRunner', max_epochs=cfg.get('total_epochs', 12))
+# %% ../nbs/18_apis.ipynb 16
+def _runner_meta(cfg: Mapping, datasets: Sequence, meta: Mapping | None) -> dict:
+    "`meta` completed with the config text, the seed and the first dataset's `CLASSES`."
     meta = dict(meta or {})
     meta.setdefault('config', cfg.pretty_text if hasattr(cfg, 'pretty_text') else str(cfg))
     meta.setdefault('seed', cfg.get('seed'))
     if getattr(datasets[0], 'CLASSES', None) is not None:
         meta.setdefault('CLASSES', tuple(datasets[0].CLASSES))
-    runner = build_runner(runner_cfg, dict(model=model, optimizer=optimizer, work_dir=work_dir, logger=logger,
-                                           meta=meta))
-    runner.timestamp = timestamp
+    return meta
+
+# %% ../nbs/18_apis.ipynb 19
+def _eval_hook(cfg: Mapping, runner_cfg: Mapping) -> EvalHook:
+    "An `EvalHook` on `cfg.data.val` with the settings of `cfg.evaluation`."
+    val_cfg = dict(cfg['data']['val'])
+    val_samples = val_cfg.pop('samples_per_gpu', 1)
+    val_dataset = build_dataset(val_cfg, dict(test_mode=True))
+    # rank 0 evaluates the whole validation set (the other ranks wait at the hook), so no distributed sampler
+    val_loader = build_dataloader(val_dataset, val_samples, cfg['data']['workers_per_gpu'], dist=False,
+                                  shuffle=False)
+    eval_cfg = dict(cfg.get('evaluation') or {})
+    eval_cfg.setdefault('by_epoch', runner_cfg['type'] != 'IterBasedRunner')
+    eval_cfg.pop('type', None)
+    return EvalHook(val_loader, **eval_cfg)
+
+def _register_hooks(runner, cfg: Mapping, runner_cfg: Mapping, validate: bool):
+    "Step 5: the hooks of the config's sections, then the evaluation hook when `validate`."
     runner.register_training_hooks(cfg.get('lr_config'), cfg.get('optimizer_config'), cfg.get('checkpoint_config'),
                                    cfg.get('log_config'), cfg.get('momentum_config'),
                                    custom_hooks_config=cfg.get('custom_hooks'), fp16=cfg.get('fp16'))
     if validate:
-        val_cfg = dict(cfg['data']['val'])
-        val_samples = val_cfg.pop('samples_per_gpu', 1)
-        val_dataset = build_dataset(val_cfg, dict(test_mode=True))
-        # rank 0 evaluates the whole validation set (the other ranks wait at the hook), so no distributed sampler
-        val_loader = build_dataloader(val_dataset, val_samples, cfg['data']['workers_per_gpu'], dist=False,
-                                      shuffle=False)
-        eval_cfg = dict(cfg.get('evaluation') or {})
-        eval_cfg.setdefault('by_epoch', runner_cfg['type'] != 'IterBasedRunner')
-        eval_cfg.pop('type', None)
-        runner.register_hook(EvalHook(val_loader, **eval_cfg), priority='LOW')
-    if cfg.get('resume_from'):
+        runner.register_hook(_eval_hook(cfg, runner_cfg), priority='LOW')
+
+# %% ../nbs/18_apis.ipynb 21
+def train_detector(model: nn.Module, dataset, cfg: Config, distributed: bool = False, validate: bool = False,
+                   timestamp: str | None = None, meta: Mapping | None = None, device: str | torch.device | None = None):
+    """Train `model` on `dataset` (one dataset, or a list matching `cfg.workflow`) as `cfg` says; return the runner.
+    `validate` adds an `EvalHook` on `cfg.data.val` with `cfg.evaluation`. The model is moved to `device`
+    (default: CUDA if available) and wrapped in DDP when `distributed`."""
+    rank, world_size = get_dist_info()
+    timestamp, logger = _work_dir_logger(cfg, rank, timestamp)
+    datasets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
+    loaders, workflow = _build_loaders(datasets, cfg, distributed)                           # 3.
+    model = model.to(get_device(device))
+    auto_scale_lr(cfg, num_gpus=world_size, logger=logger)                                 # 4.
+    optimizer = build_optimizer(model, cfg['optimizer'])
+    if distributed:
+        model = wrap_ddp(model, find_unused_parameters=cfg.get('find_unused_parameters', False))
+    runner_cfg = cfg.get('runner') or dict(type='EpochBasedRunner', max_epochs=cfg.get('total_epochs', 12))   # 5.
+    runner = build_runner(runner_cfg, dict(model=model, optimizer=optimizer, work_dir=cfg.get('work_dir'),
+                                           logger=logger, meta=_runner_meta(cfg, datasets, meta)))
+    runner.timestamp = timestamp
+    _register_hooks(runner, cfg, runner_cfg, validate)
+    if cfg.get('resume_from'):                                                             # 6.
         runner.resume(cfg['resume_from'])
     elif cfg.get('load_from'):
         runner.load_checkpoint(cfg['load_from'])
     runner.run(loaders, workflow)
     return runner
 
-# %% ../nbs/18_apis.ipynb 8
+# %% ../nbs/18_apis.ipynb 24
 def _train_pipeline(train_cfg) -> list:
     "The pipeline of a train dataset config, looking inside wrappers (RepeatDataset, ClassBalancedDataset, lists)."
     node = train_cfg
@@ -119,6 +144,7 @@ def _train_pipeline(train_cfg) -> list:
         else:
             raise KeyError('config: data.train has no pipeline (nor a wrapped dataset with one) for the val workflow')
 
+# %% ../nbs/18_apis.ipynb 27
 def _load_cfg(config, cfg_options: Mapping | None = None) -> Config:
     "A copy of `config` (a `Config`, a path or a shipped config name) with `cfg_options` (`{'a.b': value}`) applied."
     cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
@@ -126,11 +152,10 @@ def _load_cfg(config, cfg_options: Mapping | None = None) -> Config:
         cfg.merge_from_dict(dict(cfg_options))
     return cfg
 
-def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping | None = None, seed: int | None = 0,
-                      deterministic: bool = False, validate: bool = True, resume_from: str | None = None,
-                      load_from: str | None = None, auto_scale: bool = False, device=None, distributed: bool = False):
-    "Train the detector of `config` (a path, a shipped config name, or a `Config`); return the runner."
-    cfg = _load_cfg(config, cfg_options)
+# %% ../nbs/18_apis.ipynb 30
+def _set_run_options(cfg: Config, work_dir: str | None, resume_from: str | None, load_from: str | None,
+                     auto_scale: bool):
+    "Write the script's options into `cfg`: the work_dir, a checkpoint to resume or start from, lr auto-scaling."
     name = osp.splitext(osp.basename(cfg.filename or 'config.py'))[0]
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
     for key, value in (('resume_from', resume_from), ('load_from', load_from)):
@@ -138,6 +163,24 @@ def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping 
             cfg[key] = value
     if auto_scale:
         cfg.setdefault('auto_scale_lr', dict(base_batch_size=16))['enable'] = True
+
+# %% ../nbs/18_apis.ipynb 33
+def _train_datasets(cfg: Config) -> list:
+    "Step 2: one dataset per phase of the workflow (`val` with the train pipeline: its losses need annotations)."
+    datasets = [build_dataset(cfg.data.train)]
+    if len(cfg.get('workflow', [('train', 1)])) == 2:            # ('val', 1): validation losses need annotations
+        val_cfg = copy.deepcopy(cfg.data.val)
+        val_cfg.pipeline = _train_pipeline(cfg.data.train)
+        datasets.append(build_dataset(val_cfg))
+    return datasets
+
+# %% ../nbs/18_apis.ipynb 35
+def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping | None = None, seed: int | None = 0,
+                      deterministic: bool = False, validate: bool = True, resume_from: str | None = None,
+                      load_from: str | None = None, auto_scale: bool = False, device=None, distributed: bool = False):
+    "Train the detector of `config` (a path, a shipped config name, or a `Config`); return the runner."
+    cfg = _load_cfg(config, cfg_options)                                   # 1.
+    _set_run_options(cfg, work_dir, resume_from, load_from, auto_scale)
     if seed is not None:
         cfg.seed = seed                                          # shared: the distributed sampler needs one order
         set_random_seed(rank_seed(seed), deterministic=deterministic)     # seed + rank: augmentation differs per rank
@@ -145,20 +188,28 @@ def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping 
     if rank == 0:
         os.makedirs(cfg.work_dir, exist_ok=True)
         cfg.dump(osp.join(cfg.work_dir, osp.basename(cfg.filename or 'config.py')))
-    model = build_detector(cfg.model)
+    model = build_detector(cfg.model)                                      # 2.
     model.init_weights()
-    datasets = [build_dataset(cfg.data.train)]
-    if len(cfg.get('workflow', [('train', 1)])) == 2:            # ('val', 1): validation losses need annotations
-        val_cfg = copy.deepcopy(cfg.data.val)
-        val_cfg.pipeline = _train_pipeline(cfg.data.train)
-        datasets.append(build_dataset(val_cfg))
+    datasets = _train_datasets(cfg)
     if hasattr(datasets[0], 'CLASSES'):
         model.CLASSES = datasets[0].CLASSES
     return train_detector(model, datasets, cfg, distributed=distributed, validate=validate, device=device)
 
+# %% ../nbs/18_apis.ipynb 37
 @COMMANDS.register_module(name='train')
 def train_main(argv: Sequence[str] | None = None) -> int:
     "Train a detector from a config file."
+    args = _train_parser().parse_args(argv)
+    distributed = args.launcher == 'pytorch'
+    if distributed:                  # a CPU run needs gloo even where CUDA exists (nccl is GPU-only)
+        init_dist('gloo' if str(args.device or '').startswith('cpu') else None)
+    train_from_config(args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options), seed=args.seed,
+          deterministic=args.deterministic, validate=not args.no_validate, resume_from=args.resume_from,
+          load_from=args.load_from, auto_scale=args.auto_scale_lr, device=args.device, distributed=distributed)
+    return 0
+
+# %% ../nbs/18_apis.ipynb 39
+def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='learndet train', description=train_main.__doc__)
     parser.add_argument('config', help='config file, or a config shipped with learndet')
     parser.add_argument('--work-dir', help='where checkpoints and logs go (default ./work_dirs/CONFIG_NAME)')
@@ -172,16 +223,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
                         help="'pytorch' under torchrun: one process per GPU (or CPU process with gloo)")
     add_cfg_options(parser)
-    args = parser.parse_args(argv)
-    distributed = args.launcher == 'pytorch'
-    if distributed:                  # a CPU run needs gloo even where CUDA exists (nccl is GPU-only)
-        init_dist('gloo' if str(args.device or '').startswith('cpu') else None)
-    train_from_config(args.config, work_dir=args.work_dir, cfg_options=parse_cfg_options(args.cfg_options), seed=args.seed,
-          deterministic=args.deterministic, validate=not args.no_validate, resume_from=args.resume_from,
-          load_from=args.load_from, auto_scale=args.auto_scale_lr, device=args.device, distributed=distributed)
-    return 0
+    return parser
 
-# %% ../nbs/18_apis.ipynb 10
+# %% ../nbs/18_apis.ipynb 42
 def init_detector(config, checkpoint: str | None = None, device=None, cfg_options: Mapping | None = None,
                   strict: bool = True) -> nn.Module:
     "Build the detector of `config`, load `checkpoint` (strictly by default), set `CLASSES` and `cfg`; eval mode."
@@ -200,6 +244,7 @@ def init_detector(config, checkpoint: str | None = None, device=None, cfg_option
     model.cfg = cfg
     return model.to(get_device(device)).eval()
 
+# %% ../nbs/18_apis.ipynb 44
 def _test_pipeline(cfg: Config, from_array: bool) -> Compose:
     steps = [dict(s) for s in cfg.data.test.pipeline]
     if from_array:
@@ -207,6 +252,25 @@ def _test_pipeline(cfg: Config, from_array: bool) -> Compose:
             steps = steps[1:]
     return Compose(steps)
 
+def _prepare_image(cfg: Config, img) -> dict:
+    "The test pipeline's output for an image file or a BGR HxWx3 array."
+    if isinstance(img, np.ndarray):
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f'inference_detector: an array image must be HxWx3 (BGR), got shape {img.shape}')
+        data = dict(img=img, img_fields=['img'], filename=None, ori_filename=None, img_shape=img.shape,
+                    ori_shape=img.shape)
+        data = _test_pipeline(cfg, from_array=True)(data)
+    else:
+        if not osp.isfile(str(img)):
+            raise FileNotFoundError(f'inference_detector: image file not found: {img}')
+        data = _test_pipeline(cfg, from_array=False)(dict(img_info=dict(filename=str(img)), img_prefix=None))
+    if not isinstance(data['img'], list):
+        raise ValueError('inference_detector: the test pipeline must end in MultiScaleFlipAug (img as a list over '
+                         f'augmentations), got img of type {type(data["img"]).__name__}; see the test_pipeline '
+                         'of the shipped dataset configs')
+    return data
+
+# %% ../nbs/18_apis.ipynb 47
 def inference_detector(model: nn.Module, imgs):
     """Detect objects in an image file or a BGR HxWx3 array (or a list of them) with the model's test pipeline.
     Returns one result (per-class `(n, 5)` arrays) per image; a single image gives a single result."""
@@ -218,26 +282,22 @@ def inference_detector(model: nn.Module, imgs):
     device = next(model.parameters()).device
     results = []
     for img in imgs:
-        if isinstance(img, np.ndarray):
-            if img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f'inference_detector: an array image must be HxWx3 (BGR), got shape {img.shape}')
-            data = dict(img=img, img_fields=['img'], filename=None, ori_filename=None, img_shape=img.shape,
-                        ori_shape=img.shape)
-            data = _test_pipeline(cfg, from_array=True)(data)
-        else:
-            if not osp.isfile(str(img)):
-                raise FileNotFoundError(f'inference_detector: image file not found: {img}')
-            data = _test_pipeline(cfg, from_array=False)(dict(img_info=dict(filename=str(img)), img_prefix=None))
-        if not isinstance(data['img'], list):
-            raise ValueError('inference_detector: the test pipeline must end in MultiScaleFlipAug (img as a list over '
-                             f'augmentations), got img of type {type(data["img"]).__name__}; see the test_pipeline '
-                             'of the shipped dataset configs')
+        data = _prepare_image(cfg, img)
         batch = dict(img=[aug.unsqueeze(0) for aug in data['img']], img_metas=[[m] for m in data['img_metas']])
         with torch.no_grad():
             results.append(model(return_loss=False, rescale=True, **to_device(batch, device))[0])
     return results[0] if single else results
 
-# %% ../nbs/18_apis.ipynb 12
+# %% ../nbs/18_apis.ipynb 49
+def _save_results(results: list, out: str):
+    "Pickle `results` to `out`, a .pkl file (its folder is created)."
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file, got {out}')
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    with open(out, 'wb') as f:
+        pickle.dump(results, f)
+
+# %% ../nbs/18_apis.ipynb 52
 def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | None = 'default',
                         out: str | None = None, device=None, cfg_options: Mapping | None = None,
                         samples_per_gpu: int = 1) -> tuple[list, dict]:
@@ -254,19 +314,24 @@ def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | 
                               shuffle=False)
     results = single_gpu_test(model, loader)
     if out is not None:
-        if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {out}')
-        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-        with open(out, 'wb') as f:
-            pickle.dump(results, f)
+        _save_results(results, out)
     scores = {}
     if metrics:
         scores = dataset.evaluate(results, metric=list(metrics) if not isinstance(metrics, str) else metrics)
     return results, scores
 
+# %% ../nbs/18_apis.ipynb 54
 @COMMANDS.register_module(name='test')
 def test_main(argv: Sequence[str] | None = None) -> int:
     "Evaluate a checkpoint on a config's test set."
+    args = _test_parser().parse_args(argv)
+    _, scores = evaluate_checkpoint(args.config, args.checkpoint, metrics=args.eval or 'default', out=args.out,
+                                    device=args.device, cfg_options=parse_cfg_options(args.cfg_options))
+    for k, v in scores.items():
+        print(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}')
+    return 0
+
+def _test_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='learndet test', description=test_main.__doc__)
     parser.add_argument('config', help='config file, or a config shipped with learndet')
     parser.add_argument('checkpoint', help='checkpoint file (learndet or mmdetection 2.x)')
@@ -275,10 +340,4 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--out', help='save the results to this .pkl file')
     parser.add_argument('--device', default=None)
     add_cfg_options(parser)
-    args = parser.parse_args(argv)
-    _, scores = evaluate_checkpoint(args.config, args.checkpoint, metrics=args.eval or 'default', out=args.out,
-                                    device=args.device,
-                     cfg_options=parse_cfg_options(args.cfg_options))
-    for k, v in scores.items():
-        print(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}')
-    return 0
+    return parser

@@ -23,6 +23,7 @@ from types import FunctionType, ModuleType
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
+from fastcore.basics import patch
 
 import learndet
 
@@ -43,6 +44,7 @@ def _wrap(value: Any) -> Any:
         return tuple(_wrap(v) for v in value)
     return value
 
+# %% ../nbs/01_config.ipynb 9
 def _unwrap(value: Any) -> Any:
     "The inverse of `_wrap`: plain dicts, lists and tuples all the way down."
     if isinstance(value, Mapping):
@@ -53,6 +55,7 @@ def _unwrap(value: Any) -> Any:
         return tuple(_unwrap(v) for v in value)
     return value
 
+# %% ../nbs/01_config.ipynb 10
 class ConfigDict(dict):
     "A dict whose keys are also attributes, at every depth (nested dicts are wrapped on the way in)."
     def __init__(self, *args, **kwargs):
@@ -78,26 +81,30 @@ class ConfigDict(dict):
         try: del self[name]
         except KeyError: raise AttributeError(f'config has no key {name!r}') from None
 
-    def update(self, *args, **kwargs):
-        for k, v in dict(*args, **kwargs).items():
-            self[k] = v
-
-    def setdefault(self, key, default=None):
-        if key not in self:
-            self[key] = default
-        return self[key]
-
     def copy(self): return ConfigDict(self)
     def __copy__(self): return ConfigDict(self)
     def __deepcopy__(self, memo): return ConfigDict({k: copy.deepcopy(v, memo) for k, v in self.items()})
     def __reduce__(self): return (ConfigDict, (_unwrap(self),))
     def __dir__(self): return list(super().__dir__()) + [k for k in self if isinstance(k, str) and k.isidentifier()]
 
-    def to_dict(self) -> dict:
-        "A plain-`dict` deep copy (nested `ConfigDict`s become dicts; lists and tuples keep their type)."
-        return _unwrap(self)
+# %% ../nbs/01_config.ipynb 12
+@patch
+def update(self: ConfigDict, *args, **kwargs):
+    for k, v in dict(*args, **kwargs).items():
+        self[k] = v
 
-# %% ../nbs/01_config.ipynb 13
+@patch
+def setdefault(self: ConfigDict, key, default=None):
+    if key not in self:
+        self[key] = default
+    return self[key]
+
+@patch
+def to_dict(self: ConfigDict) -> dict:
+    "A plain-`dict` deep copy (nested `ConfigDict`s become dicts; lists and tuples keep their type)."
+    return _unwrap(self)
+
+# %% ../nbs/01_config.ipynb 17
 class ConfigError(ValueError):
     "A config file or option that cannot be read, merged or applied; the message names the file or key."
 
@@ -120,7 +127,7 @@ def _exec_py_config(text: str, filename: str, extra_globals: dict | None = None)
             if not k.startswith('__') and not isinstance(v, (ModuleType, FunctionType))
             and k not in (extra_globals or {})}
 
-# %% ../nbs/01_config.ipynb 17
+# %% ../nbs/01_config.ipynb 21
 def _load_data_config(text: str, filename: str, ext: str) -> dict:
     "Parse JSON or YAML config text; errors name the file and line."
     if ext == '.json':
@@ -142,7 +149,7 @@ def _load_data_config(text: str, filename: str, ext: str) -> dict:
         raise ConfigError(f'{filename}: the top level of a config must be a mapping, got {type(data).__name__}')
     return data
 
-# %% ../nbs/01_config.ipynb 20
+# %% ../nbs/01_config.ipynb 24
 def _strip_delete(value: Any) -> Any:
     "Remove `_delete_` flags from dicts that are not merged into anything."
     if isinstance(value, Mapping):
@@ -153,6 +160,7 @@ def _strip_delete(value: Any) -> Any:
         return tuple(_strip_delete(v) for v in value)
     return value
 
+# %% ../nbs/01_config.ipynb 25
 def merge_into(child: Mapping, base: Mapping, _prefix: str = '') -> dict:
     "Merge `child` into (a copy of) `base`: dicts merge key by key, other values replace; `_delete_=True` replaces."
     merged = {k: copy.deepcopy(v) for k, v in base.items()}
@@ -170,7 +178,7 @@ def merge_into(child: Mapping, base: Mapping, _prefix: str = '') -> dict:
         merged[key] = _strip_delete(value)
     return merged
 
-# %% ../nbs/01_config.ipynb 25
+# %% ../nbs/01_config.ipynb 30
 _BASE_REF = re.compile(r'\{\{\s*_base_\.([A-Za-z_][\w.]*)\s*\}\}')
 _BASE_VAR = '_learndet_base_'
 
@@ -180,6 +188,7 @@ def _predefined_vars(text: str, path: Path) -> str:
         text = re.sub(r'\{\{\s*' + name + r'\s*\}\}', value.replace('\\', '/'), text)
     return text
 
+# %% ../nbs/01_config.ipynb 31
 def _lookup(d: Mapping, dotted: str, filename: Path):
     value = d
     for part in dotted.split('.'):
@@ -188,6 +197,7 @@ def _lookup(d: Mapping, dotted: str, filename: Path):
         value = value[part]
     return copy.deepcopy(value)
 
+# %% ../nbs/01_config.ipynb 32
 def _py_bases(text: str, filename: Path) -> list:
     "Read the literal value of a top-level `_base_ = ...` in Python source without running it."
     try:
@@ -202,6 +212,7 @@ def _py_bases(text: str, filename: Path) -> list:
                 raise ConfigError(f'{filename}, line {node.lineno}: _base_ must be a literal path or list of paths') from None
     return []
 
+# %% ../nbs/01_config.ipynb 33
 def _resolve_refs(value: Any, bases: Mapping, filename: Path) -> Any:
     if isinstance(value, str):
         m = _BASE_REF.fullmatch(value.strip())
@@ -212,7 +223,7 @@ def _resolve_refs(value: Any, bases: Mapping, filename: Path) -> Any:
         return type(value)(_resolve_refs(v, bases, filename) for v in value)
     return value
 
-# %% ../nbs/01_config.ipynb 26
+# %% ../nbs/01_config.ipynb 34
 def _file_to_dict(filename: str | Path, chain: tuple = (), predefined: bool = True) -> tuple[dict, list]:
     "Load one config file and its bases; return the merged dict and the list of (path, text) read."
     path = Path(filename).expanduser().absolute()
@@ -257,7 +268,7 @@ def _file_to_dict(filename: str | Path, chain: tuple = (), predefined: bool = Tr
     texts.append((path, text))
     return merge_into(child, bases), texts
 
-# %% ../nbs/01_config.ipynb 36
+# %% ../nbs/01_config.ipynb 44
 _CLOSE = {'[': ']', '(': ')'}
 _BRACKETS = {**_CLOSE, '{': '}'}
 
@@ -279,6 +290,7 @@ def _literal(node: ast.AST, where: str, text: str) -> Any:
     raise ConfigError(f'{where}: only literals can be written in a dict value (numbers, quoted strings, True/False/None, '
                       f'lists, tuples, dicts); {ast.unparse(node)!r} in {text!r} is not one')
 
+# %% ../nbs/01_config.ipynb 45
 def _parse_dict(text: str, where: str) -> dict:
     "A dict written as `{'k': v}` or `dict(k=v)`, parsed with `ast` (never run)."
     try:
@@ -287,6 +299,7 @@ def _parse_dict(text: str, where: str) -> dict:
         raise ConfigError(f'{where}: cannot read {text!r} as a dict ({e.msg})') from None
     return _literal(tree.body, where, text)
 
+# %% ../nbs/01_config.ipynb 46
 def _split_top_level(text: str, where: str) -> list[str]:
     "Split `text` on commas that are not inside brackets or quotes."
     parts, depth_stack, current, quote = [], [], '', None
@@ -309,6 +322,7 @@ def _split_top_level(text: str, where: str) -> list[str]:
     parts.append(current)
     return parts
 
+# %% ../nbs/01_config.ipynb 47
 def parse_value(text: str, where: str = 'value') -> Any:
     """Parse an option value written on a command line (no `eval`): numbers, bools, None, lists, tuples, strings,
     and dicts written `dict(k=v)` or `{'k': v}` (with quoted strings inside)."""
@@ -335,6 +349,7 @@ def parse_value(text: str, where: str = 'value') -> Any:
         except ValueError: pass
     return {'true': True, 'false': False}.get(s.lower(), None if s == 'None' else s)
 
+# %% ../nbs/01_config.ipynb 48
 def _parse_item(text: str, where: str) -> Any:
     if not text.strip():
         raise ConfigError(f'{where}: empty item in a list or tuple')
@@ -350,13 +365,14 @@ def parse_cfg_options(options: Iterable[str]) -> dict:
         parsed[key.strip()] = parse_value(value, f'--cfg-options {key.strip()}')
     return parsed
 
-# %% ../nbs/01_config.ipynb 40
+# %% ../nbs/01_config.ipynb 52
 def _override(value: Any, old: Any) -> Any:
     "What an override puts in place of `old`: a dict merges into a dict unless it says `_delete_=True`."
     if isinstance(value, Mapping) and isinstance(old, Mapping) and not value.get('_delete_', False):
         return merge_into(value, old)
     return _strip_delete(value) if isinstance(value, Mapping) else value
 
+# %% ../nbs/01_config.ipynb 53
 def _set_by_dotted_key(cfg: dict, full_key: str, value: Any, allow_list_keys: bool = True):
     "Set `cfg[a][b][c] = value` for `full_key='a.b.c'` (dict values merge); errors name the key."
     parts = full_key.split('.')
@@ -399,7 +415,7 @@ def _set_by_dotted_key(cfg: dict, full_key: str, value: Any, allow_list_keys: bo
             raise ConfigError(f'--cfg-options {full_key}: cannot go into {here}: it is the '
                               f'{type(node).__name__} {node!r}, not a dict' + (' or list' if allow_list_keys else ''))
 
-# %% ../nbs/01_config.ipynb 44
+# %% ../nbs/01_config.ipynb 57
 _RESERVED = {'filename', 'text', 'pretty_text', 'dump', 'merge_from_dict', 'to_dict', 'fromfile', 'fromstring'}
 
 class Config:
@@ -414,37 +430,6 @@ class Config:
         object.__setattr__(self, '_cfg_dict', ConfigDict(cfg_dict))
         object.__setattr__(self, '_filename', None if filename is None else str(filename))
         object.__setattr__(self, '_text', text)
-
-    @staticmethod
-    def fromfile(filename: str | Path, use_predefined_variables: bool = True, import_custom_modules: bool = True) -> Config:
-        "Load a `.py`, `.json` or `.yaml` config with its `_base_` files merged in."
-        cfg_dict, sources = _file_to_dict(filename, predefined=use_predefined_variables)
-        text = '\n'.join(f'# ---- {p} ----\n{t}' for p, t in sources)
-        cfg = Config(cfg_dict, filename=Path(filename).expanduser().absolute(), text=text)
-        if import_custom_modules and cfg_dict.get('custom_imports'):
-            ci = cfg_dict['custom_imports']
-            if not isinstance(ci, Mapping) or set(ci) - {'imports', 'allow_failed_imports'} or 'imports' not in ci:
-                raise ConfigError(f'{filename}: custom_imports must be dict(imports=[...], allow_failed_imports=False), got {ci!r}')
-            import_modules_from_strings(**ci)
-        return cfg
-
-    @staticmethod
-    def fromstring(text: str, file_format: str = '.py') -> Config:
-        "Load a config from source text in `file_format` (`.py`, `.json`, `.yaml`); `_base_` paths are relative to the cwd."
-        if file_format not in _EXTS:
-            raise ConfigError(f'unsupported config format {file_format!r}; use one of {", ".join(_EXTS)}')
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / f'config{file_format}'
-            path.write_text(text, encoding='utf-8')
-            if '_base_' in text:
-                raise ConfigError('fromstring: _base_ needs files to be relative to; use Config.fromfile')
-            cfg_dict, _ = _file_to_dict(path)
-        return Config(cfg_dict, text=text)
-
-    @property
-    def filename(self) -> str | None: return self._filename
-    @property
-    def text(self) -> str | None: return self._text
 
     def to_dict(self) -> dict: return self._cfg_dict.to_dict()
     def __getattr__(self, name):
@@ -466,7 +451,42 @@ class Config:
     def __deepcopy__(self, memo): return Config(copy.deepcopy(self.to_dict(), memo), self._filename, self._text)
     def __copy__(self): return Config(self._cfg_dict, self._filename, self._text)
 
-# %% ../nbs/01_config.ipynb 48
+# %% ../nbs/01_config.ipynb 58
+@patch(cls_method=True)
+def fromfile(cls: Config, filename: str | Path, use_predefined_variables: bool = True, import_custom_modules: bool = True) -> Config:
+    "Load a `.py`, `.json` or `.yaml` config with its `_base_` files merged in."
+    cfg_dict, sources = _file_to_dict(filename, predefined=use_predefined_variables)
+    text = '\n'.join(f'# ---- {p} ----\n{t}' for p, t in sources)
+    cfg = Config(cfg_dict, filename=Path(filename).expanduser().absolute(), text=text)
+    if import_custom_modules and cfg_dict.get('custom_imports'):
+        ci = cfg_dict['custom_imports']
+        if not isinstance(ci, Mapping) or set(ci) - {'imports', 'allow_failed_imports'} or 'imports' not in ci:
+            raise ConfigError(f'{filename}: custom_imports must be dict(imports=[...], allow_failed_imports=False), got {ci!r}')
+        import_modules_from_strings(**ci)
+    return cfg
+
+# %% ../nbs/01_config.ipynb 59
+@patch(cls_method=True)
+def fromstring(cls: Config, text: str, file_format: str = '.py') -> Config:
+    "Load a config from source text in `file_format` (`.py`, `.json`, `.yaml`); `_base_` paths are relative to the cwd."
+    if file_format not in _EXTS:
+        raise ConfigError(f'unsupported config format {file_format!r}; use one of {", ".join(_EXTS)}')
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f'config{file_format}'
+        path.write_text(text, encoding='utf-8')
+        if '_base_' in text:
+            raise ConfigError('fromstring: _base_ needs files to be relative to; use Config.fromfile')
+        cfg_dict, _ = _file_to_dict(path)
+    return Config(cfg_dict, text=text)
+
+# %% ../nbs/01_config.ipynb 60
+@patch(as_prop=True)
+def filename(self: Config) -> str | None: return self._filename
+
+@patch(as_prop=True)
+def text(self: Config) -> str | None: return self._text
+
+# %% ../nbs/01_config.ipynb 64
 _LINE = 100
 
 def _format_key(key) -> str: return repr(key)
@@ -474,6 +494,7 @@ def _format_key(key) -> str: return repr(key)
 def _is_kw(d: Mapping) -> bool:
     return all(isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k) for k in d)
 
+# %% ../nbs/01_config.ipynb 65
 def _format(value: Any, indent: int = 0) -> str:
     "Format `value` as Python source, breaking lines longer than the limit."
     if isinstance(value, float):
@@ -495,24 +516,26 @@ def _format(value: Any, indent: int = 0) -> str:
         return one_line
     return open_ + '\n' + ''.join(f'{pad}{it},\n' for it in items) + ' ' * indent + close
 
-def _pretty_text(self: Config) -> str:
+# %% ../nbs/01_config.ipynb 66
+@patch(as_prop=True)
+def pretty_text(self: Config) -> str:
     "The config as Python source: `key = value` per top-level key."
     return ''.join(f'{k} = {_format(v, 0)}\n' for k, v in self._cfg_dict.items())
 
-def _repr(self: Config) -> str:
+@patch
+def __repr__(self: Config) -> str:
     return f'Config (path: {self.filename}):\n{self.pretty_text}'
 
-Config.pretty_text = property(_pretty_text)
-Config.__repr__ = _repr
-
-# %% ../nbs/01_config.ipynb 52
+# %% ../nbs/01_config.ipynb 70
 def _lists(value: Any) -> Any:
     "Tuples to lists, for formats that have no tuples."
     if isinstance(value, Mapping): return {k: _lists(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)): return [_lists(v) for v in value]
     return value
 
-def _dump(self: Config, file: str | Path | None = None) -> str | None:
+# %% ../nbs/01_config.ipynb 71
+@patch
+def dump(self: Config, file: str | Path | None = None) -> str | None:
     "Write the config to `file` as `.py`, `.json` or `.yaml` (by extension); return the Python text if no file."
     if file is None:
         return self.pretty_text
@@ -534,10 +557,9 @@ def _dump(self: Config, file: str | Path | None = None) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding='utf-8')
 
-Config.dump = _dump
-
-# %% ../nbs/01_config.ipynb 56
-def _merge_from_dict(self: Config, options: Mapping[str, Any], allow_list_keys: bool = True) -> Config:
+# %% ../nbs/01_config.ipynb 75
+@patch
+def merge_from_dict(self: Config, options: Mapping[str, Any], allow_list_keys: bool = True) -> Config:
     "Apply `{'a.b.c': value}` overrides in place (dict values merge; integer parts index lists); return self."
     if not isinstance(options, Mapping):
         raise TypeError(f'merge_from_dict needs a dict of dotted keys, got {type(options).__name__}')
@@ -547,9 +569,7 @@ def _merge_from_dict(self: Config, options: Mapping[str, Any], allow_list_keys: 
         _set_by_dotted_key(self._cfg_dict, key, value, allow_list_keys)
     return self
 
-Config.merge_from_dict = _merge_from_dict
-
-# %% ../nbs/01_config.ipynb 60
+# %% ../nbs/01_config.ipynb 79
 def import_modules_from_strings(imports: str | list[str], allow_failed_imports: bool = False) -> list:
     "Import each module named in `imports` (so its components register); return the modules."
     if isinstance(imports, str):
@@ -567,7 +587,7 @@ def import_modules_from_strings(imports: str | list[str], allow_failed_imports: 
             modules.append(None)
     return modules
 
-# %% ../nbs/01_config.ipynb 68
+# %% ../nbs/01_config.ipynb 87
 CONFIGS_DIR = Path(learndet.__file__).parent / 'configs'
 
 def find_config(name: str | Path) -> Path:
@@ -584,7 +604,7 @@ def find_config(name: str | Path) -> Path:
     hint = f' Did you mean {" or ".join(close)}?' if close else ''
     raise FileNotFoundError(f'config file not found: {name} (not a file here, nor a config shipped in {CONFIGS_DIR}).{hint}')
 
-# %% ../nbs/01_config.ipynb 72
+# %% ../nbs/01_config.ipynb 91
 def load_config(name: str | Path, cfg_options: Sequence[str] | None = None) -> Config:
     "Find and load a config, then apply `--cfg-options` strings such as `['optimizer.lr=0.01']`."
     cfg = Config.fromfile(find_config(name))

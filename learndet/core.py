@@ -127,6 +127,7 @@ def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple | None = None, imsiz
     fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
     return fig, axs.ravel()
 
+# %% ../nbs/00_core.ipynb 34
 def show_image(img, ax=None, title: str | None = None, figsize: tuple = (5, 5), **kwargs):
     "Show `img` ((H,W,3) array or (3,H,W) tensor, uint8 or float in [0,1]) on `ax` (created if None); return `ax`."
     if isinstance(img, torch.Tensor):
@@ -145,6 +146,7 @@ def show_image(img, ax=None, title: str | None = None, figsize: tuple = (5, 5), 
         ax.set_title(title)
     return ax
 
+# %% ../nbs/00_core.ipynb 35
 def draw_boxes(ax, bboxes, labels=None, scores=None, class_names=None, color=None, linewidth: float = 2.,
                linestyle: str = '-', alpha: float = 1., fontsize: int = 8):
     """Draw `bboxes` (n, 4) xyxy in pixels on `ax`; colour by `labels` (n,) unless `color` is given;

@@ -13,17 +13,18 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .boxes import bbox_overlaps
 from .registry import LOSSES
 
 # %% auto 0
 __all__ = ['REDUCTIONS', 'AVG_FACTOR_EPS', 'IOU_LOSS_MODES', 'reduce_loss', 'weight_reduce_loss', 'weighted_loss',
-           'resolve_reduction', 'cross_entropy', 'expand_onehot_labels', 'binary_cross_entropy', 'mask_cross_entropy',
-           'CrossEntropyLoss', 'py_sigmoid_focal_loss', 'FocalLoss', 'GHMC', 'l1_loss', 'mse_loss', 'smooth_l1_loss',
-           'balanced_l1_loss', 'L1Loss', 'MSELoss', 'SmoothL1Loss', 'BalancedL1Loss', 'GHMR', 'iou_loss', 'giou_loss',
-           'diou_loss', 'ciou_loss', 'bounded_iou_loss', 'IoULoss', 'GIoULoss', 'DIoULoss', 'CIoULoss',
-           'BoundedIoULoss', 'accuracy', 'Accuracy']
+           'resolve_reduction', 'BaseLoss', 'cross_entropy', 'expand_onehot_labels', 'binary_cross_entropy',
+           'mask_cross_entropy', 'CrossEntropyLoss', 'py_sigmoid_focal_loss', 'FocalLoss', 'GHMC', 'l1_loss',
+           'mse_loss', 'smooth_l1_loss', 'balanced_l1_loss', 'L1Loss', 'MSELoss', 'SmoothL1Loss', 'BalancedL1Loss',
+           'GHMR', 'iou_loss', 'giou_loss', 'diou_loss', 'ciou_loss', 'bounded_iou_loss', 'IoULoss', 'GIoULoss',
+           'DIoULoss', 'CIoULoss', 'BoundedIoULoss', 'accuracy', 'Accuracy']
 
 # %% ../nbs/09_losses.ipynb 6
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -77,7 +78,13 @@ def resolve_reduction(reduction: str, reduction_override: str | None = None) -> 
         raise ValueError(f"reduction_override must be None, 'none', 'mean' or 'sum'; got {reduction_override!r}")
     return _check_reduction(reduction_override or reduction)
 
-# %% ../nbs/09_losses.ipynb 24
+# %% ../nbs/09_losses.ipynb 22
+class BaseLoss(nn.Module):
+    """The base of the loss modules. `sees_all_priors` (class attribute): True for a classification loss meant to see
+    every prior of an image and be averaged over the positives, so that a dense head skips sampling; False by default."""
+    sees_all_priors: bool = False
+
+# %% ../nbs/09_losses.ipynb 27
 def cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
                   reduction: str = 'mean', avg_factor: float | None = None, class_weight: torch.Tensor | None = None,
                   ignore_index: int | None = -100, avg_non_ignore: bool = False) -> torch.Tensor:
@@ -92,7 +99,7 @@ def cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.Tensor 
         weight = weight.float()
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
-# %% ../nbs/09_losses.ipynb 31
+# %% ../nbs/09_losses.ipynb 34
 def expand_onehot_labels(labels: torch.Tensor, label_weights: torch.Tensor | None, num_classes: int,
                          ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class indices (N,) -> one-hot targets (N, K) for K sigmoid classifiers; label K (background) gives an
@@ -109,7 +116,7 @@ def expand_onehot_labels(labels: torch.Tensor, label_weights: torch.Tensor | Non
         bin_label_weights = label_weights.view(-1, 1) * valid_mask         # (N,) -> (N, K)
     return bin_labels, bin_label_weights, valid_mask
 
-# %% ../nbs/09_losses.ipynb 35
+# %% ../nbs/09_losses.ipynb 38
 def binary_cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
                          reduction: str = 'mean', avg_factor: float | None = None,
                          class_weight: torch.Tensor | None = None, ignore_index: int | None = -100,
@@ -128,7 +135,7 @@ def binary_cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.
     loss = F.binary_cross_entropy_with_logits(pred, label.to(pred.dtype), pos_weight=class_weight, reduction='none')
     return weight_reduce_loss(loss, weight.float(), reduction, avg_factor)
 
-# %% ../nbs/09_losses.ipynb 40
+# %% ../nbs/09_losses.ipynb 43
 def mask_cross_entropy(pred: torch.Tensor, target: torch.Tensor, label: torch.Tensor, reduction: str = 'mean',
                        avg_factor: float | None = None, class_weight: torch.Tensor | None = None,
                        ignore_index: int | None = None, **kwargs) -> torch.Tensor:
@@ -145,9 +152,9 @@ def mask_cross_entropy(pred: torch.Tensor, target: torch.Tensor, label: torch.Te
     return F.binary_cross_entropy_with_logits(pred_slice, target.to(pred.dtype), weight=class_weight,
                                               reduction='mean')[None]
 
-# %% ../nbs/09_losses.ipynb 43
+# %% ../nbs/09_losses.ipynb 46
 @LOSSES.register_module()
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(BaseLoss):
     """Cross entropy: softmax over C classes (default), K sigmoid classifiers with label K = background
     (`use_sigmoid=True`), or each RoI's own-class mask (`use_mask=True`)."""
     def __init__(self, use_sigmoid: bool = False, use_mask: bool = False, reduction: str = 'mean',
@@ -169,17 +176,31 @@ class CrossEntropyLoss(nn.Module):
     def extra_repr(self):
         return f'use_sigmoid={self.use_sigmoid}, use_mask={self.use_mask}, loss_weight={self.loss_weight}'
 
-    def forward(self, cls_score, label, weight=None, avg_factor=None, reduction_override=None,
-                ignore_index=None, **kwargs):
-        "Loss of `cls_score` against `label`; with `use_mask`, `weight` holds the RoIs' class labels."
-        reduction = resolve_reduction(self.reduction, reduction_override)
-        ignore_index = self.ignore_index if ignore_index is None else ignore_index
-        class_weight = None if self.class_weight is None else cls_score.new_tensor(self.class_weight)
-        return self.loss_weight * self.cls_criterion(
-            cls_score, label, weight, class_weight=class_weight, reduction=reduction, avg_factor=avg_factor,
-            ignore_index=ignore_index, avg_non_ignore=self.avg_non_ignore, **kwargs)
+# %% ../nbs/09_losses.ipynb 48
+@patch
+def forward(self: CrossEntropyLoss, cls_score, label, weight=None, avg_factor=None, reduction_override=None,
+            ignore_index=None, **kwargs):
+    "Loss of `cls_score` against `label`; with `use_mask`, `weight` holds the RoIs' class labels."
+    reduction = resolve_reduction(self.reduction, reduction_override)
+    ignore_index = self.ignore_index if ignore_index is None else ignore_index
+    class_weight = None if self.class_weight is None else cls_score.new_tensor(self.class_weight)
+    return self.loss_weight * self.cls_criterion(
+        cls_score, label, weight, class_weight=class_weight, reduction=reduction, avg_factor=avg_factor,
+        ignore_index=ignore_index, avg_non_ignore=self.avg_non_ignore, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 53
+# %% ../nbs/09_losses.ipynb 58
+def _focal_weight_like(weight: torch.Tensor | None, loss: torch.Tensor) -> torch.Tensor | None:
+    "A per-anchor weight (N,) -> (N, 1), or a (N*K,) one -> (N, K), to multiply the (N, K) focal loss."
+    if weight is None or weight.shape == loss.shape:
+        return weight
+    if weight.numel() == loss.size(0):
+        return weight.reshape(-1, 1)                        # (N,) -> (N, 1): one weight per anchor
+    if weight.numel() == loss.numel():
+        return weight.reshape(loss.shape)
+    raise ValueError(f'focal loss: weight of shape {tuple(weight.shape)} fits neither (N,) nor '
+                     f'(N, K) = {tuple(loss.shape)}')
+
+# %% ../nbs/09_losses.ipynb 59
 def py_sigmoid_focal_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                           gamma: float = 2.0, alpha: float = 0.25, reduction: str = 'mean',
                           avg_factor: float | None = None) -> torch.Tensor:
@@ -190,20 +211,14 @@ def py_sigmoid_focal_loss(pred: torch.Tensor, target: torch.Tensor, weight: torc
     one_minus_pt = (1 - pred_sigmoid) * target + pred_sigmoid * (1 - target)
     focal_weight = (alpha * target + (1 - alpha) * (1 - target)) * one_minus_pt.pow(gamma)
     loss = F.binary_cross_entropy_with_logits(pred, target, reduction='none') * focal_weight   # (N, K)
-    if weight is not None and weight.shape != loss.shape:
-        if weight.numel() == loss.size(0):
-            weight = weight.reshape(-1, 1)                  # (N,) -> (N, 1): one weight per anchor
-        elif weight.numel() == loss.numel():
-            weight = weight.reshape(loss.shape)
-        else:
-            raise ValueError(f'focal loss: weight of shape {tuple(weight.shape)} fits neither (N,) nor '
-                             f'(N, K) = {tuple(loss.shape)}')
-    return weight_reduce_loss(loss, weight, reduction, avg_factor)
+    return weight_reduce_loss(loss, _focal_weight_like(weight, loss), reduction, avg_factor)
 
-# %% ../nbs/09_losses.ipynb 58
+# %% ../nbs/09_losses.ipynb 64
 @LOSSES.register_module()
-class FocalLoss(nn.Module):
+class FocalLoss(BaseLoss):
     "Sigmoid focal loss; targets are class indices (N,) with K = background, or (N, K) 0/1."
+    sees_all_priors = True     # every prior, averaged over the positives: no sampling
+
     def __init__(self, use_sigmoid: bool = True, gamma: float = 2.0, alpha: float = 0.25,
                  reduction: str = 'mean', loss_weight: float = 1.0):
         super().__init__()
@@ -215,16 +230,18 @@ class FocalLoss(nn.Module):
     def extra_repr(self):
         return f'gamma={self.gamma}, alpha={self.alpha}, loss_weight={self.loss_weight}'
 
-    def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None):
-        "`pred` (N, K) logits; `target` (N,) class indices in 0..K (K = background) or (N, K) 0/1."
-        reduction = resolve_reduction(self.reduction, reduction_override)
-        if pred.dim() != target.dim():
-            num_classes = pred.size(1)
-            target = F.one_hot(target, num_classes + 1)[:, :num_classes]   # (N,) -> (N, K+1) -> (N, K)
-        return self.loss_weight * py_sigmoid_focal_loss(pred, target, weight, gamma=self.gamma, alpha=self.alpha,
-                                                        reduction=reduction, avg_factor=avg_factor)
+# %% ../nbs/09_losses.ipynb 65
+@patch
+def forward(self: FocalLoss, pred, target, weight=None, avg_factor=None, reduction_override=None):
+    "`pred` (N, K) logits; `target` (N,) class indices in 0..K (K = background) or (N, K) 0/1."
+    reduction = resolve_reduction(self.reduction, reduction_override)
+    if pred.dim() != target.dim():
+        num_classes = pred.size(1)
+        target = F.one_hot(target, num_classes + 1)[:, :num_classes]   # (N,) -> (N, K+1) -> (N, K)
+    return self.loss_weight * py_sigmoid_focal_loss(pred, target, weight, gamma=self.gamma, alpha=self.alpha,
+                                                    reduction=reduction, avg_factor=avg_factor)
 
-# %% ../nbs/09_losses.ipynb 64
+# %% ../nbs/09_losses.ipynb 71
 def _gradient_density_weights(module: nn.Module, g: torch.Tensor, valid: torch.Tensor, tot: float) -> torch.Tensor:
     "GHM weights `tot / density(bin of g) / n_nonempty_bins` for the valid elements of `g`, 0 elsewhere."
     edges = module.edges.to(g.dtype)
@@ -243,6 +260,7 @@ def _gradient_density_weights(module: nn.Module, g: torch.Tensor, valid: torch.T
     weights[valid] = tot / density[bin_index[valid]] / num_bins_used
     return weights
 
+# %% ../nbs/09_losses.ipynb 72
 def _label_weight_or_weight(name, label_weight, weight):
     "GHM losses call their weight `label_weight` (mmdetection's name); `weight=` is accepted too, not both."
     if label_weight is not None and weight is not None:
@@ -256,11 +274,13 @@ def _check_ghm_args(name, bins, momentum, reduction):
         raise ValueError(f'{name}: momentum must be in [0, 1), got {momentum!r}')
     return _check_reduction(reduction)
 
-# %% ../nbs/09_losses.ipynb 65
+# %% ../nbs/09_losses.ipynb 73
 @LOSSES.register_module()
-class GHMC(nn.Module):
+class GHMC(BaseLoss):
     """Gradient harmonized classification loss: sigmoid cross entropy with each element weighted by the
     inverse density of its gradient norm `|sigmoid(pred) - target|` in the batch."""
+    sees_all_priors = True     # every prior, normalised by the valid count: no sampling
+
     def __init__(self, bins: int = 10, momentum: float = 0, use_sigmoid: bool = True, loss_weight: float = 1.0,
                  reduction: str = 'mean'):
         super().__init__()
@@ -274,27 +294,29 @@ class GHMC(nn.Module):
         if momentum > 0:
             self.register_buffer('acc_sum', torch.zeros(bins))
 
-    def forward(self, pred, target, label_weight=None, avg_factor=None, reduction_override=None, weight=None):
-        """`pred` (N, K) logits; `target` (N,) class indices (K = background) or (N, K) 0/1; elements whose
-        `label_weight` (alias `weight`) is 0 are left out. `avg_factor` is ignored: GHM normalises by the valid count."""
-        reduction = resolve_reduction(self.reduction, reduction_override)
-        label_weight = _label_weight_or_weight('GHMC', label_weight, weight)
-        if label_weight is None:
-            label_weight = pred.new_ones(target.shape)
-        if pred.dim() != target.dim():
-            target, label_weight, _ = expand_onehot_labels(target, label_weight, pred.size(-1))
-        elif label_weight.dim() == pred.dim() - 1:
-            label_weight = label_weight[..., None].expand_as(pred)        # (N,) -> (N, K)
-        target = target.to(pred.dtype)
-        g = (pred.sigmoid().detach() - target).abs()                       # gradient norm of BCE, (N, K)
-        valid = label_weight > 0
-        tot = max(valid.sum().item(), 1.0)
-        weights = _gradient_density_weights(self, g, valid, tot)
-        loss = F.binary_cross_entropy_with_logits(pred, target, reduction='none')
-        loss = weight_reduce_loss(loss, weights, reduction, avg_factor=tot if reduction == 'mean' else None)
-        return loss * self.loss_weight
+# %% ../nbs/09_losses.ipynb 74
+@patch
+def forward(self: GHMC, pred, target, label_weight=None, avg_factor=None, reduction_override=None, weight=None):
+    """`pred` (N, K) logits; `target` (N,) class indices (K = background) or (N, K) 0/1; elements whose
+    `label_weight` (alias `weight`) is 0 are left out. `avg_factor` is ignored: GHM normalises by the valid count."""
+    reduction = resolve_reduction(self.reduction, reduction_override)
+    label_weight = _label_weight_or_weight('GHMC', label_weight, weight)
+    if label_weight is None:
+        label_weight = pred.new_ones(target.shape)
+    if pred.dim() != target.dim():
+        target, label_weight, _ = expand_onehot_labels(target, label_weight, pred.size(-1))
+    elif label_weight.dim() == pred.dim() - 1:
+        label_weight = label_weight[..., None].expand_as(pred)        # (N,) -> (N, K)
+    target = target.to(pred.dtype)
+    g = (pred.sigmoid().detach() - target).abs()                       # gradient norm of BCE, (N, K)
+    valid = label_weight > 0
+    tot = max(valid.sum().item(), 1.0)
+    weights = _gradient_density_weights(self, g, valid, tot)
+    loss = F.binary_cross_entropy_with_logits(pred, target, reduction='none')
+    loss = weight_reduce_loss(loss, weights, reduction, avg_factor=tot if reduction == 'mean' else None)
+    return loss * self.loss_weight
 
-# %% ../nbs/09_losses.ipynb 76
+# %% ../nbs/09_losses.ipynb 85
 def _check_same_shape(name: str, pred: torch.Tensor, target: torch.Tensor):
     if pred.shape != target.shape:
         raise ValueError(f'{name}: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}')
@@ -311,6 +333,7 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     _check_same_shape('mse_loss', pred, target)
     return F.mse_loss(pred, target, reduction='none')
 
+# %% ../nbs/09_losses.ipynb 86
 @weighted_loss
 def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     "Element-wise smooth L1: `0.5 x**2 / beta` for `|x| < beta`, else `|x| - 0.5 beta` (x = pred - target)."
@@ -332,9 +355,9 @@ def balanced_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1.0
                        alpha / b * (b * diff + 1) * torch.log(b * diff / beta + 1) - alpha * diff,
                        gamma * diff + gamma / b - alpha * beta)
 
-# %% ../nbs/09_losses.ipynb 81
+# %% ../nbs/09_losses.ipynb 91
 @LOSSES.register_module()
-class L1Loss(nn.Module):
+class L1Loss(BaseLoss):
     "L1 loss `|pred - target|`."
     def __init__(self, reduction: str = 'mean', loss_weight: float = 1.0):
         super().__init__()
@@ -344,8 +367,9 @@ class L1Loss(nn.Module):
         reduction = resolve_reduction(self.reduction, reduction_override)
         return self.loss_weight * l1_loss(pred, target, weight, reduction=reduction, avg_factor=avg_factor, **kwargs)
 
+# %% ../nbs/09_losses.ipynb 92
 @LOSSES.register_module()
-class MSELoss(nn.Module):
+class MSELoss(BaseLoss):
     "Squared error `(pred - target)**2`."
     def __init__(self, reduction: str = 'mean', loss_weight: float = 1.0):
         super().__init__()
@@ -355,8 +379,9 @@ class MSELoss(nn.Module):
         reduction = resolve_reduction(self.reduction, reduction_override)
         return self.loss_weight * mse_loss(pred, target, weight, reduction=reduction, avg_factor=avg_factor, **kwargs)
 
+# %% ../nbs/09_losses.ipynb 93
 @LOSSES.register_module()
-class SmoothL1Loss(nn.Module):
+class SmoothL1Loss(BaseLoss):
     "Smooth L1 loss with threshold `beta` (L2 below it, L1 above)."
     def __init__(self, beta: float = 1.0, reduction: str = 'mean', loss_weight: float = 1.0):
         super().__init__()
@@ -369,8 +394,9 @@ class SmoothL1Loss(nn.Module):
         return self.loss_weight * smooth_l1_loss(pred, target, weight, beta=self.beta, reduction=reduction,
                                                  avg_factor=avg_factor, **kwargs)
 
+# %% ../nbs/09_losses.ipynb 94
 @LOSSES.register_module()
-class BalancedL1Loss(nn.Module):
+class BalancedL1Loss(BaseLoss):
     "Balanced L1 loss (Libra R-CNN) with inlier gradient `alpha ln(b|x|/beta + 1)`, outlier gradient `gamma`."
     def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, reduction: str = 'mean',
                  loss_weight: float = 1.0):
@@ -386,9 +412,9 @@ class BalancedL1Loss(nn.Module):
                                                    beta=self.beta, reduction=reduction, avg_factor=avg_factor,
                                                    **kwargs)
 
-# %% ../nbs/09_losses.ipynb 84
+# %% ../nbs/09_losses.ipynb 97
 @LOSSES.register_module()
-class GHMR(nn.Module):
+class GHMR(BaseLoss):
     """Gradient harmonized regression loss: authentic smooth L1 `sqrt(x**2 + mu**2) - mu` with each element
     weighted by the inverse density of its gradient norm `|x| / sqrt(x**2 + mu**2)`."""
     def __init__(self, mu: float = 0.02, bins: int = 10, momentum: float = 0, loss_weight: float = 1.0,
@@ -402,25 +428,27 @@ class GHMR(nn.Module):
         if momentum > 0:
             self.register_buffer('acc_sum', torch.zeros(bins))
 
-    def forward(self, pred, target, label_weight=None, avg_factor=None, reduction_override=None, weight=None):
-        """`pred`, `target` (n, 4) deltas; elements whose `label_weight` is 0 are left out.
-        `label_weight` may also be passed as `weight`. `avg_factor` is ignored: GHM normalises by the sum of the
-        label weights itself."""
-        reduction = resolve_reduction(self.reduction, reduction_override)
-        label_weight = _label_weight_or_weight('GHMR', label_weight, weight)
-        _check_same_shape('GHMR', pred, target)
-        if label_weight is None:
-            label_weight = torch.ones_like(pred)
-        diff = pred - target
-        loss = torch.sqrt(diff * diff + self.mu ** 2) - self.mu                  # ASL1
-        g = (diff / torch.sqrt(diff * diff + self.mu ** 2)).abs().detach()       # its gradient norm
-        valid = (label_weight > 0).expand_as(g)
-        tot = max(label_weight.float().sum().item(), 1.0)
-        weights = _gradient_density_weights(self, g, valid, tot)
-        loss = weight_reduce_loss(loss, weights, reduction, avg_factor=tot if reduction == 'mean' else None)
-        return loss * self.loss_weight
+# %% ../nbs/09_losses.ipynb 98
+@patch
+def forward(self: GHMR, pred, target, label_weight=None, avg_factor=None, reduction_override=None, weight=None):
+    """`pred`, `target` (n, 4) deltas; elements whose `label_weight` is 0 are left out.
+    `label_weight` may also be passed as `weight`. `avg_factor` is ignored: GHM normalises by the sum of the
+    label weights itself."""
+    reduction = resolve_reduction(self.reduction, reduction_override)
+    label_weight = _label_weight_or_weight('GHMR', label_weight, weight)
+    _check_same_shape('GHMR', pred, target)
+    if label_weight is None:
+        label_weight = torch.ones_like(pred)
+    diff = pred - target
+    loss = torch.sqrt(diff * diff + self.mu ** 2) - self.mu                  # ASL1
+    g = (diff / torch.sqrt(diff * diff + self.mu ** 2)).abs().detach()       # its gradient norm
+    valid = (label_weight > 0).expand_as(g)
+    tot = max(label_weight.float().sum().item(), 1.0)
+    weights = _gradient_density_weights(self, g, valid, tot)
+    loss = weight_reduce_loss(loss, weights, reduction, avg_factor=tot if reduction == 'mean' else None)
+    return loss * self.loss_weight
 
-# %% ../nbs/09_losses.ipynb 90
+# %% ../nbs/09_losses.ipynb 104
 def _check_boxes(name: str, pred: torch.Tensor, target: torch.Tensor):
     _check_same_shape(name, pred, target)
     if pred.dim() != 2 or pred.size(-1) != 4:
@@ -445,6 +473,7 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, linear: bool = False, mod
         return 1 - ious ** 2
     return -ious.log()
 
+# %% ../nbs/09_losses.ipynb 105
 @weighted_loss
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     "`1 - GIoU` of aligned xyxy boxes (n, 4) -> (n,)."
@@ -453,7 +482,7 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
         return pred.sum(dim=-1) * 0
     return 1 - bbox_overlaps(pred, target, mode='giou', is_aligned=True, eps=eps)
 
-# %% ../nbs/09_losses.ipynb 94
+# %% ../nbs/09_losses.ipynb 109
 def _iou_centre_distance(pred: torch.Tensor, target: torch.Tensor, eps: float):
     "For aligned xyxy boxes (n, 4): IoU, squared centre distance rho2, squared enclosing diagonal c2, each (n,)."
     ious = bbox_overlaps(pred, target, is_aligned=True, eps=eps)                     # (n,), chapter 03
@@ -470,6 +499,7 @@ def diou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     ious, rho2, c2 = _iou_centre_distance(pred, target, eps)
     return 1 - (ious - rho2 / c2)
 
+# %% ../nbs/09_losses.ipynb 110
 @weighted_loss
 def ciou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     "`1 - CIoU = 1 - IoU + rho2 / c2 + alpha v` of aligned xyxy boxes (n, 4) -> (n,); alpha has no gradient."
@@ -483,7 +513,7 @@ def ciou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     cious = ious - (rho2 / c2 + alpha * v)
     return 1 - cious.clamp(min=-1.0, max=1.0)
 
-# %% ../nbs/09_losses.ipynb 100
+# %% ../nbs/09_losses.ipynb 116
 @weighted_loss
 def bounded_iou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.2, eps: float = 1e-3) -> torch.Tensor:
     """Bounded IoU loss of aligned xyxy boxes (n, 4) -> (n, 4): for centre x, centre y, width and height, one
@@ -500,7 +530,7 @@ def bounded_iou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.2
     loss = torch.cat([loss_ctr, loss_wh], dim=-1)                       # (n, 4): dx, dy, dw, dh
     return torch.where(loss < beta, 0.5 * loss * loss / beta, loss - 0.5 * beta)
 
-# %% ../nbs/09_losses.ipynb 104
+# %% ../nbs/09_losses.ipynb 120
 def _zero_weight_shortcut(pred: torch.Tensor, weight: torch.Tensor | None, reduction: str) -> torch.Tensor | None:
     "0 attached to `pred`'s graph when every weight is 0 (and the loss is reduced); otherwise None."
     if weight is None or reduction == 'none' or torch.any(weight > 0):
@@ -513,8 +543,9 @@ def _per_box_weight(weight: torch.Tensor | None) -> torch.Tensor | None:
     "A (n, 4) weight -> (n,) for losses that give one number per box."
     return weight.mean(dim=-1) if weight is not None and weight.dim() > 1 else weight
 
+# %% ../nbs/09_losses.ipynb 121
 @LOSSES.register_module()
-class IoULoss(nn.Module):
+class IoULoss(BaseLoss):
     "IoU loss: `mode` 'log' (`-ln IoU`), 'linear' (`1 - IoU`, also `linear=True`) or 'square' (`1 - IoU**2`)."
     def __init__(self, linear: bool = False, eps: float = 1e-6, reduction: str = 'mean', loss_weight: float = 1.0,
                  mode: str = 'log'):
@@ -533,8 +564,8 @@ class IoULoss(nn.Module):
         return self.loss_weight * iou_loss(pred, target, _per_box_weight(weight), mode=self.mode, eps=self.eps,
                                            reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 105
-class _BoxPairLoss(nn.Module):
+# %% ../nbs/09_losses.ipynb 122
+class _BoxPairLoss(BaseLoss):
     "Shared by GIoULoss, DIoULoss and CIoULoss: one loss function of aligned boxes, `eps`, the two habits above."
     loss_func: Callable = None
 
@@ -550,6 +581,7 @@ class _BoxPairLoss(nn.Module):
         return self.loss_weight * type(self).loss_func(pred, target, _per_box_weight(weight), eps=self.eps,
                                                        reduction=reduction, avg_factor=avg_factor, **kwargs)
 
+# %% ../nbs/09_losses.ipynb 123
 @LOSSES.register_module()
 class GIoULoss(_BoxPairLoss):
     "`1 - GIoU` (generalised IoU)."
@@ -565,8 +597,9 @@ class CIoULoss(_BoxPairLoss):
     "`1 - CIoU` (DIoU minus an aspect-ratio term when IoU > 0.5)."
     loss_func = ciou_loss
 
+# %% ../nbs/09_losses.ipynb 124
 @LOSSES.register_module()
-class BoundedIoULoss(nn.Module):
+class BoundedIoULoss(BaseLoss):
     "Bounded IoU loss: four numbers per box (centre x, centre y, width, height) through a smooth L1 (`beta`)."
     def __init__(self, beta: float = 0.2, eps: float = 1e-3, reduction: str = 'mean', loss_weight: float = 1.0):
         super().__init__()
@@ -585,7 +618,7 @@ class BoundedIoULoss(nn.Module):
         return self.loss_weight * bounded_iou_loss(pred, target, weight, beta=self.beta, eps=self.eps,
                                                    reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 121
+# %% ../nbs/09_losses.ipynb 142
 def accuracy(pred: torch.Tensor, target: torch.Tensor, topk: int | tuple[int, ...] = 1,
              thresh: float | None = None) -> torch.Tensor | list[torch.Tensor]:
     """Top-k accuracy in percent of `pred` (N, C) scores against `target` (N,) labels; with `thresh`, a hit
@@ -603,6 +636,7 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor, topk: int | tuple[int, ..
         result = [correct[:, :k].sum().float().view(1) * (100.0 / pred.size(0)) for k in topks]
     return result[0] if isinstance(topk, int) else result
 
+# %% ../nbs/09_losses.ipynb 143
 class Accuracy(nn.Module):
     "`accuracy` as a module with fixed `topk` and `thresh`."
     def __init__(self, topk: int | tuple[int, ...] = (1,), thresh: float | None = None):

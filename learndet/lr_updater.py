@@ -10,6 +10,7 @@ import math
 from typing import Mapping, Sequence
 
 import torch
+from fastcore.basics import patch
 
 from .registry import HOOKS
 from .runner import Hook, build_runner
@@ -18,7 +19,7 @@ from .dist_utils import get_logger
 # %% auto 0
 __all__ = ['warmup_factor', 'LrUpdaterHook', 'simulate_lr', 'StepLrUpdaterHook', 'annealing_cos', 'annealing_linear',
            'FixedLrUpdaterHook', 'ExpLrUpdaterHook', 'PolyLrUpdaterHook', 'CosineAnnealingLrUpdaterHook',
-           'CyclicLrUpdaterHook', 'cyclic_ratio', 'OneCycleLrUpdaterHook', 'CyclicMomentumUpdaterHook']
+           'cyclic_ratio', 'CyclicLrUpdaterHook', 'OneCycleLrUpdaterHook', 'CyclicMomentumUpdaterHook']
 
 # %% ../nbs/15a_lr_updater.ipynb 5
 def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, warmup_ratio: float) -> float:
@@ -33,7 +34,19 @@ def warmup_factor(warmup: str, cur_iter: int, warmup_iters: int, warmup_ratio: f
         return warmup_ratio ** (1 - cur_iter / warmup_iters)
     raise ValueError(f'warmup must be "constant", "linear" or "exp", got {warmup!r}')
 
-# %% ../nbs/15a_lr_updater.ipynb 8
+# %% ../nbs/15a_lr_updater.ipynb 9
+def _check_warmup(warmup: str | None, warmup_iters: int, warmup_ratio: float):
+    "Raise unless `warmup` is None, or a known type with a positive int of iterations and a ratio in (0, 1]."
+    if warmup is None:
+        return
+    if warmup not in ('constant', 'linear', 'exp'):
+        raise ValueError(f'"{warmup}" is not a supported warmup type; use "constant", "linear" or "exp"')
+    if not isinstance(warmup_iters, int) or warmup_iters <= 0:
+        raise ValueError(f'warmup_iters must be a positive int, got {warmup_iters!r}')
+    if not 0 < warmup_ratio <= 1.0:
+        raise ValueError(f'warmup_ratio must be in (0, 1], got {warmup_ratio!r}')
+
+# %% ../nbs/15a_lr_updater.ipynb 12
 class LrUpdaterHook(Hook):
     "Set each group's lr from `get_lr(runner, base_lr)` every epoch (`by_epoch`) or iteration, with warmup."
     priority = 'VERY_HIGH'
@@ -42,13 +55,7 @@ class LrUpdaterHook(Hook):
                  warmup_ratio: float = 0.1, **kwargs):
         if kwargs:
             raise TypeError(f'{type(self).__name__}: unknown arguments {sorted(kwargs)}')
-        if warmup is not None:
-            if warmup not in ('constant', 'linear', 'exp'):
-                raise ValueError(f'"{warmup}" is not a supported warmup type; use "constant", "linear" or "exp"')
-            if not isinstance(warmup_iters, int) or warmup_iters <= 0:
-                raise ValueError(f'warmup_iters must be a positive int, got {warmup_iters!r}')
-            if not 0 < warmup_ratio <= 1.0:
-                raise ValueError(f'warmup_ratio must be in (0, 1], got {warmup_ratio!r}')
+        _check_warmup(warmup, warmup_iters, warmup_ratio)
         self.by_epoch, self.warmup, self.warmup_iters, self.warmup_ratio = by_epoch, warmup, warmup_iters, warmup_ratio
         self.base_lr: list[float] = []
         self.regular_lr: list[float] = []
@@ -60,35 +67,52 @@ class LrUpdaterHook(Hook):
         "(where we are, where we stop): epochs with `by_epoch`, else iterations."
         return (runner.epoch, runner.max_epochs) if self.by_epoch else (runner.iter, runner.max_iters)
 
-    def _set_lr(self, runner, lrs: Sequence[float]):
-        for group, lr in zip(runner.optimizer.param_groups, lrs):
-            group['lr'] = lr
+# %% ../nbs/15a_lr_updater.ipynb 14
+@patch
+def _set_lr(self: LrUpdaterHook, runner, lrs: Sequence[float]):
+    "Write `lrs` into the optimizer's parameter groups, in order."
+    for group, lr in zip(runner.optimizer.param_groups, lrs):
+        group['lr'] = lr
 
-    def before_run(self, runner):                                                    # 1.
-        for group in runner.optimizer.param_groups:
-            group.setdefault('initial_lr', group['lr'])
-        self.base_lr = [group['initial_lr'] for group in runner.optimizer.param_groups]
+@patch
+def before_run(self: LrUpdaterHook, runner):                                     # 1.
+    "Remember each group's starting lr as `initial_lr` (kept in the optimizer's state dict)."
+    for group in runner.optimizer.param_groups:
+        group.setdefault('initial_lr', group['lr'])
+    self.base_lr = [group['initial_lr'] for group in runner.optimizer.param_groups]
 
-    def before_train_epoch(self, runner):                                            # 2.
-        if self.by_epoch:
-            self.regular_lr = [self.get_lr(runner, lr) for lr in self.base_lr]
-            self._set_lr(runner, self.regular_lr)
+# %% ../nbs/15a_lr_updater.ipynb 18
+@patch
+def before_train_epoch(self: LrUpdaterHook, runner):                             # 2.
+    "With `by_epoch`: the regular lr of this epoch, for every group."
+    if self.by_epoch:
+        self.regular_lr = [self.get_lr(runner, lr) for lr in self.base_lr]
+        self._set_lr(runner, self.regular_lr)
 
-    def before_train_iter(self, runner):                                             # 3.
-        if not self.by_epoch:
-            self.regular_lr = [self.get_lr(runner, lr) for lr in self.base_lr]
-        if self.warmup is not None and runner.iter <= self.warmup_iters:
-            k = warmup_factor(self.warmup, runner.iter, self.warmup_iters, self.warmup_ratio)
-            self._set_lr(runner, [lr * k for lr in self.regular_lr])
-        elif not self.by_epoch:
-            self._set_lr(runner, self.regular_lr)
+@patch
+def before_train_iter(self: LrUpdaterHook, runner):                              # 3.
+    "Without `by_epoch`: the regular lr of this iteration; during warmup, times the warmup factor."
+    if not self.by_epoch:
+        self.regular_lr = [self.get_lr(runner, lr) for lr in self.base_lr]
+    if self.warmup is not None and runner.iter <= self.warmup_iters:
+        k = warmup_factor(self.warmup, runner.iter, self.warmup_iters, self.warmup_ratio)
+        self._set_lr(runner, [lr * k for lr in self.regular_lr])
+    elif not self.by_epoch:
+        self._set_lr(runner, self.regular_lr)
 
-    def state_dict(self): return dict(base_lr=list(self.base_lr), regular_lr=list(self.regular_lr))
-    def load_state_dict(self, state):
-        self.base_lr, self.regular_lr = list(state['base_lr']), list(state['regular_lr'])
+# %% ../nbs/15a_lr_updater.ipynb 20
+@patch
+def state_dict(self: LrUpdaterHook):
+    "The base and regular lrs, for the checkpoint."
+    return dict(base_lr=list(self.base_lr), regular_lr=list(self.regular_lr))
 
-# %% ../nbs/15a_lr_updater.ipynb 10
+@patch
+def load_state_dict(self: LrUpdaterHook, state):
+    self.base_lr, self.regular_lr = list(state['base_lr']), list(state['regular_lr'])
+
+# %% ../nbs/15a_lr_updater.ipynb 24
 class _RecordLr(Hook):
+    "Record the lr and momentum of the first parameter group before every training iteration."
     priority = 'LOWEST'
     def __init__(self): self.lrs, self.momentums = [], []
     def before_train_iter(self, runner):
@@ -96,6 +120,7 @@ class _RecordLr(Hook):
         self.lrs.append(group['lr'])
         self.momentums.append(group['betas'][0] if 'betas' in group else group.get('momentum', 0.0))
 
+# %% ../nbs/15a_lr_updater.ipynb 26
 def simulate_lr(lr_config: Mapping | None, runner: Mapping = dict(type='EpochBasedRunner', max_epochs=12),
                 iters_per_epoch: int = 10, lr: float = 0.02, momentum: float = 0.9,
                 momentum_config: Mapping | None = None, optimizer: str = 'SGD') -> tuple[list[float], list[float]]:
@@ -112,7 +137,7 @@ def simulate_lr(lr_config: Mapping | None, runner: Mapping = dict(type='EpochBas
     r.run([list(range(iters_per_epoch))], [('train', 1)])
     return recorder.lrs, recorder.momentums
 
-# %% ../nbs/15a_lr_updater.ipynb 12
+# %% ../nbs/15a_lr_updater.ipynb 28
 @HOOKS.register_module()
 class StepLrUpdaterHook(LrUpdaterHook):
     "`base_lr * gamma ** k`, `k` = milestones in `step` (a list, or an int period) passed; floor `min_lr`."
@@ -131,7 +156,7 @@ class StepLrUpdaterHook(LrUpdaterHook):
         lr = base_lr * self.gamma ** k
         return max(lr, self.min_lr) if self.min_lr is not None else lr
 
-# %% ../nbs/15a_lr_updater.ipynb 17
+# %% ../nbs/15a_lr_updater.ipynb 34
 def annealing_cos(start: float, end: float, factor: float) -> float:
     "Cosine interpolation from `start` (factor 0) to `end` (factor 1)."
     return end + (start - end) * (math.cos(math.pi * factor) + 1) / 2
@@ -140,6 +165,7 @@ def annealing_linear(start: float, end: float, factor: float) -> float:
     "Linear interpolation from `start` (factor 0) to `end` (factor 1)."
     return start + (end - start) * factor
 
+# %% ../nbs/15a_lr_updater.ipynb 37
 @HOOKS.register_module()
 class FixedLrUpdaterHook(LrUpdaterHook):
     "The base lr throughout (warmup still applies)."
@@ -153,6 +179,7 @@ class ExpLrUpdaterHook(LrUpdaterHook):
         super().__init__(**kwargs)
     def get_lr(self, runner, base_lr): return base_lr * self.gamma ** self.progress(runner)[0]
 
+# %% ../nbs/15a_lr_updater.ipynb 40
 @HOOKS.register_module()
 class PolyLrUpdaterHook(LrUpdaterHook):
     "`(base_lr - min_lr) * (1 - t/T) ** power + min_lr`."
@@ -163,6 +190,7 @@ class PolyLrUpdaterHook(LrUpdaterHook):
         t, total = self.progress(runner)
         return (base_lr - self.min_lr) * (1 - t / total) ** self.power + self.min_lr
 
+# %% ../nbs/15a_lr_updater.ipynb 43
 @HOOKS.register_module()
 class CosineAnnealingLrUpdaterHook(LrUpdaterHook):
     "Cosine from `base_lr` at t=0 to `min_lr` (or `base_lr * min_lr_ratio`) at t=T."
@@ -176,7 +204,36 @@ class CosineAnnealingLrUpdaterHook(LrUpdaterHook):
         target = self.min_lr if self.min_lr is not None else base_lr * self.min_lr_ratio
         return annealing_cos(base_lr, target, t / total)
 
-# %% ../nbs/15a_lr_updater.ipynb 20
+# %% ../nbs/15a_lr_updater.ipynb 47
+def _two_ratios(ratio, name):
+    "`(up, down)` target ratios from a pair, or from one number (down = up / 1e5)."
+    if isinstance(ratio, (int, float)):
+        return (float(ratio), float(ratio) / 1e5)
+    if isinstance(ratio, (list, tuple)) and len(ratio) == 2:
+        return (float(ratio[0]), float(ratio[1]))
+    raise ValueError(f'{name} must be a number or a pair of numbers, got {ratio!r}')
+
+def _anneal_func(strategy):
+    if strategy not in ('cos', 'linear'):
+        raise ValueError(f'anneal_strategy must be "cos" or "linear", got {strategy!r}')
+    return annealing_cos if strategy == 'cos' else annealing_linear
+
+# %% ../nbs/15a_lr_updater.ipynb 50
+def cyclic_ratio(it: int, max_iters: int, target_ratio: tuple[float, float], cyclic_times: int = 1,
+                 step_ratio_up: float = 0.4, anneal=annealing_cos, gamma: float = 1.0) -> float:
+    "The multiplier of the base value at iteration `it` of a cyclic schedule (shared by lr and momentum)."
+    cycle_len = max_iters // cyclic_times
+    if cycle_len < 1:
+        raise ValueError(f'cyclic schedule: max_iters ({max_iters}) must be at least cyclic_times ({cyclic_times})')
+    up_len = int(step_ratio_up * cycle_len)
+    t, cycle = it % cycle_len, it // cycle_len
+    scale = gamma ** cycle
+    peak = 1 + (target_ratio[0] - 1) * scale   # the peak shrinks toward 1 with gamma < 1
+    if t < up_len:
+        return anneal(1.0, peak, t / up_len)
+    return anneal(peak, target_ratio[1], (t - up_len) / (cycle_len - up_len))
+
+# %% ../nbs/15a_lr_updater.ipynb 54
 @HOOKS.register_module()
 class CyclicLrUpdaterHook(LrUpdaterHook):
     "Up to `target_ratio[0]*base` over `step_ratio_up` of each cycle, down to `target_ratio[1]*base` (iterations)."
@@ -195,32 +252,7 @@ class CyclicLrUpdaterHook(LrUpdaterHook):
         return base_lr * cyclic_ratio(runner.iter, runner.max_iters, self.target_ratio, self.cyclic_times,
                                       self.step_ratio_up, self.anneal, self.gamma)
 
-def _two_ratios(ratio, name):
-    if isinstance(ratio, (int, float)):
-        return (float(ratio), float(ratio) / 1e5)
-    if isinstance(ratio, (list, tuple)) and len(ratio) == 2:
-        return (float(ratio[0]), float(ratio[1]))
-    raise ValueError(f'{name} must be a number or a pair of numbers, got {ratio!r}')
-
-def _anneal_func(strategy):
-    if strategy not in ('cos', 'linear'):
-        raise ValueError(f'anneal_strategy must be "cos" or "linear", got {strategy!r}')
-    return annealing_cos if strategy == 'cos' else annealing_linear
-
-def cyclic_ratio(it: int, max_iters: int, target_ratio: tuple[float, float], cyclic_times: int = 1,
-                 step_ratio_up: float = 0.4, anneal=annealing_cos, gamma: float = 1.0) -> float:
-    "The multiplier of the base value at iteration `it` of a cyclic schedule (shared by lr and momentum)."
-    cycle_len = max_iters // cyclic_times
-    if cycle_len < 1:
-        raise ValueError(f'cyclic schedule: max_iters ({max_iters}) must be at least cyclic_times ({cyclic_times})')
-    up_len = int(step_ratio_up * cycle_len)
-    t, cycle = it % cycle_len, it // cycle_len
-    scale = gamma ** cycle
-    peak = 1 + (target_ratio[0] - 1) * scale   # the peak shrinks toward 1 with gamma < 1
-    if t < up_len:
-        return anneal(1.0, peak, t / up_len)
-    return anneal(peak, target_ratio[1], (t - up_len) / (cycle_len - up_len))
-
+# %% ../nbs/15a_lr_updater.ipynb 56
 @HOOKS.register_module()
 class OneCycleLrUpdaterHook(LrUpdaterHook):
     "Smith's one-cycle: `max_lr/div_factor` -> `max_lr` (first `pct_start`) -> `max_lr/div_factor/final_div_factor`."
@@ -236,30 +268,35 @@ class OneCycleLrUpdaterHook(LrUpdaterHook):
         self.anneal = _anneal_func(anneal_strategy)
         super().__init__(by_epoch=False, **kwargs)
 
-    def before_run(self, runner):
-        groups = runner.optimizer.param_groups
-        max_lrs = list(self.max_lr) if isinstance(self.max_lr, (list, tuple)) else [self.max_lr] * len(groups)
-        if len(max_lrs) != len(groups):
-            raise ValueError(f'max_lr has {len(max_lrs)} values for {len(groups)} parameter groups')
-        self.total = self.total_steps or runner.max_iters
-        for group, max_lr in zip(groups, max_lrs):
-            group['initial_lr'] = group['lr'] = max_lr / self.div_factor
-            group['max_lr'] = max_lr
-        self.base_lr = [g['initial_lr'] for g in groups]
+# %% ../nbs/15a_lr_updater.ipynb 58
+@patch
+def before_run(self: OneCycleLrUpdaterHook, runner):
+    "Set each group's starting lr to its `max_lr / div_factor`; the run lasts `total_steps` (or `max_iters`)."
+    groups = runner.optimizer.param_groups
+    max_lrs = list(self.max_lr) if isinstance(self.max_lr, (list, tuple)) else [self.max_lr] * len(groups)
+    if len(max_lrs) != len(groups):
+        raise ValueError(f'max_lr has {len(max_lrs)} values for {len(groups)} parameter groups')
+    self.total = self.total_steps or runner.max_iters
+    for group, max_lr in zip(groups, max_lrs):
+        group['initial_lr'] = group['lr'] = max_lr / self.div_factor
+        group['max_lr'] = max_lr
+    self.base_lr = [g['initial_lr'] for g in groups]
 
-    def get_lr(self, runner, base_lr):
-        initial, peak = base_lr, base_lr * self.div_factor
-        final = initial / self.final_div_factor
-        up_end = self.pct_start * self.total - 1
-        phases = ([(up_end, initial, peak), (2 * up_end, peak, initial), (self.total - 1, initial, final)]
-                  if self.three_phase else [(up_end, initial, peak), (self.total - 1, peak, final)])
-        start = 0
-        for i, (end, a, b) in enumerate(phases):
-            if runner.iter <= end or i == len(phases) - 1:
-                return self.anneal(a, b, (runner.iter - start) / (end - start))
-            start = end
+# %% ../nbs/15a_lr_updater.ipynb 60
+@patch
+def get_lr(self: OneCycleLrUpdaterHook, runner, base_lr):
+    initial, peak = base_lr, base_lr * self.div_factor
+    final = initial / self.final_div_factor
+    up_end = self.pct_start * self.total - 1
+    phases = ([(up_end, initial, peak), (2 * up_end, peak, initial), (self.total - 1, initial, final)]
+              if self.three_phase else [(up_end, initial, peak), (self.total - 1, peak, final)])
+    start = 0
+    for i, (end, a, b) in enumerate(phases):
+        if runner.iter <= end or i == len(phases) - 1:
+            return self.anneal(a, b, (runner.iter - start) / (end - start))
+        start = end
 
-# %% ../nbs/15a_lr_updater.ipynb 24
+# %% ../nbs/15a_lr_updater.ipynb 64
 @HOOKS.register_module()
 class CyclicMomentumUpdaterHook(Hook):
     "Cycle momentum (SGD `momentum` / Adam `betas[0]`) against a cyclic lr: down to `target_ratio[0]` and back."
@@ -273,21 +310,26 @@ class CyclicMomentumUpdaterHook(Hook):
         self.anneal = _anneal_func(anneal_strategy)
         self.base_momentum: list[float] = []
 
-    def before_run(self, runner):
-        for group in runner.optimizer.param_groups:
-            if 'betas' in group:
-                group.setdefault('initial_momentum', group['betas'][0])
-            elif 'momentum' in group:
-                group.setdefault('initial_momentum', group['momentum'])
-            else:
-                raise KeyError(f'{type(runner.optimizer).__name__} has neither momentum nor betas to cycle')
-        self.base_momentum = [g['initial_momentum'] for g in runner.optimizer.param_groups]
+# %% ../nbs/15a_lr_updater.ipynb 66
+@patch
+def before_run(self: CyclicMomentumUpdaterHook, runner):
+    "Remember each group's starting momentum (`betas[0]` for Adam-like optimizers) as `initial_momentum`."
+    for group in runner.optimizer.param_groups:
+        if 'betas' in group:
+            group.setdefault('initial_momentum', group['betas'][0])
+        elif 'momentum' in group:
+            group.setdefault('initial_momentum', group['momentum'])
+        else:
+            raise KeyError(f'{type(runner.optimizer).__name__} has neither momentum nor betas to cycle')
+    self.base_momentum = [g['initial_momentum'] for g in runner.optimizer.param_groups]
 
-    def before_train_iter(self, runner):
-        k = cyclic_ratio(runner.iter, runner.max_iters, self.target_ratio, self.cyclic_times, self.step_ratio_up,
-                         self.anneal, self.gamma)
-        for group, m in zip(runner.optimizer.param_groups, self.base_momentum):
-            if 'betas' in group:
-                group['betas'] = (m * k, group['betas'][1])
-            else:
-                group['momentum'] = m * k
+# %% ../nbs/15a_lr_updater.ipynb 68
+@patch
+def before_train_iter(self: CyclicMomentumUpdaterHook, runner):
+    k = cyclic_ratio(runner.iter, runner.max_iters, self.target_ratio, self.cyclic_times, self.step_ratio_up,
+                     self.anneal, self.gamma)
+    for group, m in zip(runner.optimizer.param_groups, self.base_momentum):
+        if 'betas' in group:
+            group['betas'] = (m * k, group['betas'][1])
+        else:
+            group['momentum'] = m * k

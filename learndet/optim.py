@@ -11,11 +11,13 @@ import json
 import math
 import os.path as osp
 from collections import OrderedDict, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .registry import COMMANDS, DETECTORS, OPTIMIZERS, build_from_cfg
@@ -46,14 +48,9 @@ def register_torch_optimizers() -> list[str]:
 
 TORCH_OPTIMIZERS = register_torch_optimizers()
 
-# %% ../nbs/16_optim.ipynb 8
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-              nn.LocalResponseNorm)
-
-def paramwise_options(model: nn.Module, lr: float, weight_decay: float = 0.0,
-                      paramwise_cfg: Mapping | None = None) -> list[tuple[str, nn.Parameter, dict]]:
-    "For each trainable parameter: `(name, param, dict(lr=..., weight_decay=...))` after `paramwise_cfg`."
-    cfg = dict(paramwise_cfg or {})
+# %% ../nbs/16_optim.ipynb 9
+def _check_paramwise_cfg(cfg: Mapping) -> dict:
+    "Step 1: check the keys of `cfg` and of each custom key's options; return the custom keys."
     known = {'bias_lr_mult', 'bias_decay_mult', 'norm_decay_mult', 'dwconv_decay_mult', 'custom_keys', 'bypass_duplicate'}
     if set(cfg) - known:
         raise KeyError(f'paramwise_cfg: unknown keys {sorted(set(cfg) - known)}; known: {sorted(known)}')
@@ -61,6 +58,31 @@ def paramwise_options(model: nn.Module, lr: float, weight_decay: float = 0.0,
     for key, opts in custom.items():
         if not isinstance(opts, Mapping) or set(opts) - {'lr_mult', 'decay_mult'}:
             raise KeyError(f'paramwise_cfg.custom_keys[{key!r}] must be a dict of lr_mult/decay_mult, got {opts!r}')
+    return custom
+
+# %% ../nbs/16_optim.ipynb 12
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+              nn.LocalResponseNorm)
+
+def _generic_mults(module: nn.Module, pname: str, cfg: Mapping) -> tuple[float, float]:
+    "Step 3: `(lr_mult, decay_mult)` of parameter `pname` of `module`: bias, norm and depthwise-conv rules."
+    lr_mult, decay_mult = 1.0, 1.0
+    is_norm = isinstance(module, NORM_TYPES)
+    is_dwconv = isinstance(module, nn.Conv2d) and module.in_channels == module.groups > 1
+    if pname == 'bias' and not is_norm:
+        lr_mult, decay_mult = cfg.get('bias_lr_mult', 1.0), cfg.get('bias_decay_mult', 1.0)
+    if is_norm:
+        decay_mult = cfg.get('norm_decay_mult', 1.0)
+    elif is_dwconv and pname == 'weight':
+        decay_mult = cfg.get('dwconv_decay_mult', 1.0)
+    return lr_mult, decay_mult
+
+# %% ../nbs/16_optim.ipynb 15
+def paramwise_options(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                      paramwise_cfg: Mapping | None = None) -> list[tuple[str, nn.Parameter, dict]]:
+    "For each trainable parameter: `(name, param, dict(lr=..., weight_decay=...))` after `paramwise_cfg`."
+    cfg = dict(paramwise_cfg or {})
+    custom = _check_paramwise_cfg(cfg)                                        # 1.
     keys = sorted(sorted(custom), key=len, reverse=True)   # longest first, ties alphabetical
     out = []
     for module_name, module in model.named_modules():
@@ -68,25 +90,30 @@ def paramwise_options(model: nn.Module, lr: float, weight_decay: float = 0.0,
             if not param.requires_grad:
                 continue
             name = f'{module_name}.{pname}' if module_name else pname
-            p_lr, p_wd = lr, weight_decay
             key = next((k for k in keys if k in name), None)
-            if key is not None:                                    # a custom key wins over the generic rules
-                p_lr *= custom[key].get('lr_mult', 1.0)
-                p_wd *= custom[key].get('decay_mult', 1.0)
-            else:
-                is_norm = isinstance(module, NORM_TYPES)
-                is_dwconv = isinstance(module, nn.Conv2d) and module.in_channels == module.groups > 1
-                if pname == 'bias' and not is_norm:
-                    p_lr *= cfg.get('bias_lr_mult', 1.0)
-                    p_wd *= cfg.get('bias_decay_mult', 1.0)
-                if is_norm:
-                    p_wd *= cfg.get('norm_decay_mult', 1.0)
-                elif is_dwconv and pname == 'weight':
-                    p_wd *= cfg.get('dwconv_decay_mult', 1.0)
-            out.append((name, param, dict(lr=p_lr, weight_decay=p_wd)))
+            if key is not None:                                    # 2. a custom key wins over the generic rules
+                lr_mult, decay_mult = custom[key].get('lr_mult', 1.0), custom[key].get('decay_mult', 1.0)
+            else:                                                  # 3.
+                lr_mult, decay_mult = _generic_mults(module, pname, cfg)
+            out.append((name, param, dict(lr=lr * lr_mult, weight_decay=weight_decay * decay_mult)))
     return out
 
-# %% ../nbs/16_optim.ipynb 11
+# %% ../nbs/16_optim.ipynb 19
+def _param_groups(options: Sequence[tuple[str, nn.Parameter, dict]], cfg: Mapping) -> list[dict]:
+    "One parameter group per distinct `(lr, weight_decay)` of `options`, in order of first appearance."
+    groups: dict[tuple, dict] = OrderedDict()
+    for name, param, opt in options:
+        key = (opt['lr'], opt['weight_decay'])
+        groups.setdefault(key, dict(params=[], **opt))['params'].append(param)
+    param_groups = list(groups.values())
+    for g in param_groups:
+        if 'weight_decay' not in cfg:   # keep the optimizer's own default (AdamW: 0.01)
+            g.pop('weight_decay')
+        if 'lr' not in cfg:
+            g.pop('lr')
+    return param_groups
+
+# %% ../nbs/16_optim.ipynb 22
 def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
     "Build `cfg['type']` (any torch.optim class) over `model`'s trainable parameters, with `paramwise_cfg`."
     if not isinstance(cfg, Mapping) or 'type' not in cfg:
@@ -98,21 +125,12 @@ def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
         raise KeyError(f'optimizer config {cfg} has no lr')
     model = unwrap_model(model)
     options = paramwise_options(model, cfg.get('lr', 1.0), cfg.get('weight_decay', 0.0), paramwise_cfg)
-    groups: dict[tuple, dict] = OrderedDict()
-    for name, param, opt in options:
-        key = (opt['lr'], opt['weight_decay'])
-        groups.setdefault(key, dict(params=[], **opt))['params'].append(param)
-    param_groups = list(groups.values())
-    for g in param_groups:
-        if 'weight_decay' not in cfg:   # keep the optimizer's own default (AdamW: 0.01)
-            g.pop('weight_decay')
-        if 'lr' not in cfg:
-            g.pop('lr')
+    param_groups = _param_groups(options, cfg)
     if not param_groups:
         raise ValueError(f'{type(model).__name__} has no trainable parameters')
     return build_from_cfg(dict(cfg, params=param_groups), OPTIMIZERS)
 
-# %% ../nbs/16_optim.ipynb 14
+# %% ../nbs/16_optim.ipynb 25
 def scale_lr(lr: float, num_gpus: int, samples_per_gpu: int, base_batch_size: int = 16) -> float:
     "The linear scaling rule: `lr * (num_gpus * samples_per_gpu) / base_batch_size`."
     for name, v in (('num_gpus', num_gpus), ('samples_per_gpu', samples_per_gpu), ('base_batch_size', base_batch_size)):
@@ -120,6 +138,7 @@ def scale_lr(lr: float, num_gpus: int, samples_per_gpu: int, base_batch_size: in
             raise ValueError(f'{name} must be a positive int, got {v!r}')
     return lr * num_gpus * samples_per_gpu / base_batch_size
 
+# %% ../nbs/16_optim.ipynb 28
 def auto_scale_lr(cfg: Mapping, num_gpus: int, logger: Any = None) -> float:
     """Scale `cfg['optimizer']['lr']` in place when `cfg['auto_scale_lr']['enable']` (batch from
     `cfg['data']['samples_per_gpu']`); return the lr in effect."""
@@ -137,7 +156,7 @@ def auto_scale_lr(cfg: Mapping, num_gpus: int, logger: Any = None) -> float:
                     f'lr {lr} -> {new_lr} (base batch {asl["base_batch_size"]})')
     return new_lr
 
-# %% ../nbs/16_optim.ipynb 17
+# %% ../nbs/16_optim.ipynb 31
 def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> list[float]:
     "Bias-corrected exponential moving average: `a_i = beta a_(i-1) + (1-beta) x_i`, returned as `a_i/(1-beta^(i+1))`."
     avg, out = 0.0, []
@@ -146,7 +165,7 @@ def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> list[float]:
         out.append(avg / (1 - beta ** (i + 1)))
     return out
 
-# %% ../nbs/16_optim.ipynb 19
+# %% ../nbs/16_optim.ipynb 33
 @dataclass
 class LRFinderResult:
     "What the LR range test recorded; `plot()` draws it."
@@ -157,22 +176,25 @@ class LRFinderResult:
     lr_min: float                # the lr at the minimum smoothed loss / 10
     stopped_early: bool
 
-    def plot(self, ax=None, skip_start: int = 5, skip_end: int = 3):
-        "Smoothed loss against lr (log scale), with the suggestion marked."
-        import matplotlib.pyplot as plt
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
-        end = len(self.lrs) - skip_end if len(self.lrs) > skip_start + skip_end + 2 else len(self.lrs)
-        start = skip_start if end > skip_start + 2 else 0
-        ax.plot(self.lrs[start:end], self.smoothed[start:end], label='smoothed loss')
-        ax.plot(self.lrs[start:end], self.losses[start:end], alpha=0.3, label='loss')
-        if self.suggestion is not None:
-            i = self.lrs.index(self.suggestion)
-            ax.plot([self.suggestion], [self.smoothed[i]], 'ro', label=f'steepest: {self.suggestion:.2e}')
-        ax.axvline(self.lr_min, color='gray', ls='--', label=f'min/10: {self.lr_min:.2e}')
-        ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss'); ax.legend()
-        return ax
+# %% ../nbs/16_optim.ipynb 35
+@patch
+def plot(self: LRFinderResult, ax=None, skip_start: int = 5, skip_end: int = 3):
+    "Smoothed loss against lr (log scale), with the suggestion marked."
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    end = len(self.lrs) - skip_end if len(self.lrs) > skip_start + skip_end + 2 else len(self.lrs)
+    start = skip_start if end > skip_start + 2 else 0
+    ax.plot(self.lrs[start:end], self.smoothed[start:end], label='smoothed loss')
+    ax.plot(self.lrs[start:end], self.losses[start:end], alpha=0.3, label='loss')
+    if self.suggestion is not None:
+        i = self.lrs.index(self.suggestion)
+        ax.plot([self.suggestion], [self.smoothed[i]], 'ro', label=f'steepest: {self.suggestion:.2e}')
+    ax.axvline(self.lr_min, color='gray', ls='--', label=f'min/10: {self.lr_min:.2e}')
+    ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss'); ax.legend()
+    return ax
 
+# %% ../nbs/16_optim.ipynb 38
 def _suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float | None, float]:
     """(the lr in the middle of the steepest descent of the smoothed loss, lr at the minimum / 10). Slopes are
     taken against log(lr) over windows of a tenth of the sweep, after its first tenth and before the minimum."""
@@ -186,7 +208,56 @@ def _suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> tuple[float | N
     i = start + int(np.argmin(slopes))
     return float(lrs[i + k // 2]), lr_min
 
-# %% ../nbs/16_optim.ipynb 20
+# %% ../nbs/16_optim.ipynb 41
+def _train_step(model: nn.Module, batch, optimizer: torch.optim.Optimizer,
+                batch_processor: Callable | None = None) -> float:
+    "One optimizer step on `batch`; return the loss."
+    if batch_processor is not None:
+        loss = batch_processor(model, batch, train_mode=True)['loss']
+    else:
+        loss, _ = parse_losses(model(**batch) if isinstance(batch, Mapping) else model(*batch))
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+    return loss.item()
+
+# %% ../nbs/16_optim.ipynb 44
+def _sweep(model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, lrs: Sequence[float], beta: float,
+           diverge_factor: float, batch_processor: Callable | None = None) -> tuple[list, list, list]:
+    "Steps 1-3: a training step at each lr of `lrs` until the smoothed loss diverges."
+    ratios = [g['lr'] / optimizer.param_groups[0]['lr'] for g in optimizer.param_groups]
+    losses, smoothed, best, avg = [], [], math.inf, 0.0
+    batches = iter(data_loader)
+    for i, lr in enumerate(lrs):
+        for g, r in zip(optimizer.param_groups, ratios):                      # 1. every group keeps its ratio
+            g['lr'] = lr * r
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(data_loader); batch = next(batches)
+        losses.append(_train_step(model, batch, optimizer, batch_processor))
+        avg = beta * avg + (1 - beta) * losses[-1]                            # 2.
+        s = avg / (1 - beta ** (i + 1))
+        smoothed.append(s)
+        if not math.isfinite(s) or (i > 0 and s > diverge_factor * best):     # 3.
+            break
+        best = min(best, s)
+    return list(lrs[:len(losses)]), losses, smoothed
+
+# %% ../nbs/16_optim.ipynb 46
+@contextmanager
+def _restored(model: nn.Module, optimizer: torch.optim.Optimizer):
+    "Step 5: on exit, restore the model's weights and mode, the optimizer's state and the random generators."
+    saved_model = copy.deepcopy(unwrap_model(model).state_dict())
+    saved_opt, saved_rng = copy.deepcopy(optimizer.state_dict()), get_rng_state()
+    was_training = model.training
+    try:
+        yield
+    finally:
+        unwrap_model(model).load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_opt)
+        set_rng_state(saved_rng)
+        model.train(was_training)
+
+# %% ../nbs/16_optim.ipynb 49
 def lr_find(model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, start_lr: float = 1e-7,
             end_lr: float = 10.0, num_iters: int = 100, beta: float = 0.98, diverge_factor: float = 4.0,
             batch_processor: Callable | None = None) -> LRFinderResult:
@@ -195,44 +266,16 @@ def lr_find(model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, sta
         raise ValueError(f'need 0 < start_lr < end_lr, got {start_lr} and {end_lr}')
     if num_iters < 2:
         raise ValueError(f'num_iters must be at least 2, got {num_iters}')
-    saved_model = copy.deepcopy(unwrap_model(model).state_dict())         # 5. (saved first)
-    saved_opt, saved_rng = copy.deepcopy(optimizer.state_dict()), get_rng_state()
-    ratios = [g['lr'] / optimizer.param_groups[0]['lr'] for g in optimizer.param_groups]
-    was_training = model.training
-    model.train()
-    lrs, losses, smoothed, best, avg = [], [], [], math.inf, 0.0
-    batches = iter(data_loader)
-    try:
-        for i in range(num_iters):
-            lr = start_lr * (end_lr / start_lr) ** (i / (num_iters - 1))       # 1.
-            for g, r in zip(optimizer.param_groups, ratios):
-                g['lr'] = lr * r
-            try:
-                batch = next(batches)
-            except StopIteration:
-                batches = iter(data_loader); batch = next(batches)
-            if batch_processor is not None:
-                loss = batch_processor(model, batch, train_mode=True)['loss']
-            else:
-                loss, _ = parse_losses(model(**batch) if isinstance(batch, Mapping) else model(*batch))
-            optimizer.zero_grad(); loss.backward(); optimizer.step()
-            value = loss.item()
-            avg = beta * avg + (1 - beta) * value                              # 2.
-            s = avg / (1 - beta ** (i + 1))
-            lrs.append(lr); losses.append(value); smoothed.append(s)
-            if not math.isfinite(s) or (i > 0 and s > diverge_factor * best):  # 3.
-                break
-            best = min(best, s)
-    finally:
-        unwrap_model(model).load_state_dict(saved_model)                       # 5.
-        optimizer.load_state_dict(saved_opt)
-        set_rng_state(saved_rng)
-        model.train(was_training)
+    planned = [start_lr * (end_lr / start_lr) ** (i / (num_iters - 1)) for i in range(num_iters)]   # 1.
+    with _restored(model, optimizer):                                          # 5.
+        model.train()
+        lrs, losses, smoothed = _sweep(model, data_loader, optimizer, planned, beta, diverge_factor,
+                                       batch_processor)                        # 1.-3.
     finite = [x if math.isfinite(x) else math.inf for x in smoothed]
     suggestion, lr_min = _suggest(lrs, finite)                                 # 4.
     return LRFinderResult(lrs, losses, smoothed, suggestion, lr_min, stopped_early=len(lrs) < num_iters)
 
-# %% ../nbs/16_optim.ipynb 30
+# %% ../nbs/16_optim.ipynb 59
 def build_train_loader(cfg: Mapping, shuffle: bool = True):
     """The training DataLoader of a config: `cfg.data.train` (built with the datasets chapter's `build_dataset`),
     `samples_per_gpu` per batch; detection datasets get `build_dataloader` (group sampler, padding `collate`)."""
@@ -243,20 +286,11 @@ def build_train_loader(cfg: Mapping, shuffle: bool = True):
         return build_dataloader(dataset, samples, workers, dist=False, shuffle=shuffle)
     return torch.utils.data.DataLoader(dataset, batch_size=samples, shuffle=shuffle, num_workers=workers)
 
-# %% ../nbs/16_optim.ipynb 31
+# %% ../nbs/16_optim.ipynb 61
 @COMMANDS.register_module(name='lr-find')
 def lr_find_main(argv: Sequence[str] | None = None) -> int:
     "LR range test on a config's model, optimizer and training data; print the suggestion, save the plot."
-    parser = argparse.ArgumentParser(prog='learndet lr-find', description=lr_find_main.__doc__)
-    parser.add_argument('config', help='config file, or a config shipped with learndet')
-    parser.add_argument('--start-lr', type=float, default=1e-7)
-    parser.add_argument('--end-lr', type=float, default=10.0)
-    parser.add_argument('--num-iters', type=int, default=100)
-    parser.add_argument('--out', default=None, help='save the plot here (e.g. lr_find.png)')
-    parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the best available)')
-    parser.add_argument('--seed', type=int, default=0)
-    add_cfg_options(parser)
-    args = parser.parse_args(argv)
+    args = _lr_find_parser().parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     set_random_seed(args.seed)
     device = get_device(args.device)
@@ -269,14 +303,30 @@ def lr_find_main(argv: Sequence[str] | None = None) -> int:
     print(f'lr-find: {len(res.lrs)} iterations{" (stopped: diverged)" if res.stopped_early else ""}; '
           f'suggested lr {sugg}; min-loss lr / 10 = {res.lr_min:.3g}; config lr = {cfg["optimizer"]["lr"]}')
     if args.out:
-        import matplotlib; matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        ax = res.plot(); ax.set_title(f'LR range test: {osp.basename(str(args.config))}')
-        plt.savefig(args.out, dpi=100, bbox_inches='tight'); plt.close()
-        print(f'saved {args.out}')
+        _save_lr_plot(res, args.config, args.out)
     return 0
 
-# %% ../nbs/16_optim.ipynb 33
+# %% ../nbs/16_optim.ipynb 63
+def _lr_find_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='learndet lr-find', description=lr_find_main.__doc__)
+    parser.add_argument('config', help='config file, or a config shipped with learndet')
+    parser.add_argument('--start-lr', type=float, default=1e-7)
+    parser.add_argument('--end-lr', type=float, default=10.0)
+    parser.add_argument('--num-iters', type=int, default=100)
+    parser.add_argument('--out', default=None, help='save the plot here (e.g. lr_find.png)')
+    parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the best available)')
+    parser.add_argument('--seed', type=int, default=0)
+    add_cfg_options(parser)
+    return parser
+
+def _save_lr_plot(res: LRFinderResult, config, out: str):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ax = res.plot(); ax.set_title(f'LR range test: {osp.basename(str(config))}')
+    plt.savefig(out, dpi=100, bbox_inches='tight'); plt.close()
+    print(f'saved {out}')
+
+# %% ../nbs/16_optim.ipynb 66
 def load_json_log(path: str) -> list[dict]:
     "The records of a learndet/mmdetection JSON-lines log, in order (header lines, without `mode`, are skipped)."
     records = []
@@ -294,6 +344,7 @@ def load_json_log(path: str) -> list[dict]:
         raise ValueError(f'{path}: no training records (lines with "mode" and "epoch")')
     return records
 
+# %% ../nbs/16_optim.ipynb 70
 def _global_iters(records: Sequence[dict]) -> tuple[list[float], int]:
     "The global iteration of each train record, and the iterations per epoch (logs by epoch restart `iter`)."
     train = [r for r in records if r['mode'] == 'train']
@@ -303,6 +354,27 @@ def _global_iters(records: Sequence[dict]) -> tuple[list[float], int]:
     per_epoch = max(r['iter'] for r in train if r['epoch'] == train[0]['epoch'])
     return [(r['epoch'] - 1) * per_epoch + r['iter'] for r in train], per_epoch
 
+# %% ../nbs/16_optim.ipynb 73
+def _plot_log(ax, path: str, keys: Sequence[str], labels: Sequence[str]):
+    "Plot `keys` of the log at `path` on `ax`, one label per key."
+    records = load_json_log(path)
+    train = [r for r in records if r['mode'] == 'train']
+    val = [r for r in records if r['mode'] != 'train']
+    xs_train, per_epoch = _global_iters(records)
+    val_only = all(not any(k in r for r in train) for k in keys)
+    for key, label in zip(keys, labels):
+        pts = [(x, r[key]) for x, r in zip(xs_train, train) if key in r]
+        if pts:
+            ax.plot(*zip(*pts), label=label)
+        vpts = [(r['epoch'] if val_only else r['epoch'] * per_epoch, r[key]) for r in val if key in r]
+        if vpts:
+            ax.plot(*zip(*vpts), marker='o', label=label + (' (val)' if pts else ''))
+        if not pts and not vpts:
+            found = sorted({k for r in records for k in r} - {'mode', 'epoch', 'iter'})
+            raise KeyError(f'{path}: no values for key {key!r}; the log has {found}')
+    ax.set_xlabel('epoch' if val_only else 'iteration')
+
+# %% ../nbs/16_optim.ipynb 75
 def plot_curve(log_paths: Sequence[str], keys: Sequence[str], legend: Sequence[str] | None = None,
                title: str | None = None, out: str | None = None, ax=None):
     """Plot `keys` from each log against the training iteration (validation values at the end of their epoch);
@@ -313,26 +385,10 @@ def plot_curve(log_paths: Sequence[str], keys: Sequence[str], legend: Sequence[s
         raise ValueError(f'--legend needs {len(log_paths) * len(keys)} entries (logs x keys), got {len(legend)}')
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
-    n = 0
-    for path in log_paths:
-        records = load_json_log(path)
-        train = [r for r in records if r['mode'] == 'train']
-        val = [r for r in records if r['mode'] != 'train']
-        xs_train, per_epoch = _global_iters(records)
-        val_only = all(not any(k in r for r in train) for k in keys)
-        for key in keys:
-            label = legend[n] if legend else (f'{osp.basename(path)}: {key}' if len(log_paths) > 1 else key)
-            n += 1
-            pts = [(x, r[key]) for x, r in zip(xs_train, train) if key in r]
-            if pts:
-                ax.plot(*zip(*pts), label=label)
-            vpts = [(r['epoch'] if val_only else r['epoch'] * per_epoch, r[key]) for r in val if key in r]
-            if vpts:
-                ax.plot(*zip(*vpts), marker='o', label=label + (' (val)' if pts else ''))
-            if not pts and not vpts:
-                found = sorted({k for r in records for k in r} - {'mode', 'epoch', 'iter'})
-                raise KeyError(f'{path}: no values for key {key!r}; the log has {found}')
-        ax.set_xlabel('epoch' if val_only else 'iteration')
+    for j, path in enumerate(log_paths):
+        labels = (legend[j * len(keys):(j + 1) * len(keys)] if legend else
+                  [f'{osp.basename(path)}: {key}' if len(log_paths) > 1 else key for key in keys])
+        _plot_log(ax, path, keys, labels)
     ax.legend()
     if title:
         ax.set_title(title)
@@ -340,6 +396,7 @@ def plot_curve(log_paths: Sequence[str], keys: Sequence[str], legend: Sequence[s
         ax.figure.savefig(out, dpi=100, bbox_inches='tight'); plt.close(ax.figure)
     return ax
 
+# %% ../nbs/16_optim.ipynb 78
 def cal_train_time(log_path: str, include_outliers: bool = False) -> dict:
     """Mean logged iteration `time` per epoch (the first record of each epoch is dropped as warm-up unless
     `include_outliers`): slowest and fastest epoch, std over epochs, overall average (s/iter)."""
@@ -356,9 +413,8 @@ def cal_train_time(log_path: str, include_outliers: bool = False) -> dict:
                 std_over_epochs=float(np.std(list(means.values()))),
                 average_iter_time=float(np.mean([x for t in times.values() for x in t])))
 
-@COMMANDS.register_module(name='analyze-logs')
-def analyze_logs_main(argv: Sequence[str] | None = None) -> int:
-    "Plot curves from JSON-lines training logs (plot_curve) or summarise iteration times (cal_train_time)."
+# %% ../nbs/16_optim.ipynb 81
+def _analyze_logs_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='learndet analyze-logs', description=analyze_logs_main.__doc__)
     sub = parser.add_subparsers(dest='task', required=True)
     pc = sub.add_parser('plot_curve', help='plot keys of one or more logs')
@@ -370,7 +426,20 @@ def analyze_logs_main(argv: Sequence[str] | None = None) -> int:
     ct = sub.add_parser('cal_train_time', help='iteration time per epoch')
     ct.add_argument('json_logs', nargs='+')
     ct.add_argument('--include-outliers', action='store_true', help="keep each epoch's first record")
-    args = parser.parse_args(argv)
+    return parser
+
+def _print_train_time(path: str, t: Mapping):
+    print(f'{"-" * 5}Analyze train time of {path}{"-" * 5}')
+    print(f'slowest epoch {t["slowest_epoch"]}, average time is {t["slowest_time"]:.4f} s/iter')
+    print(f'fastest epoch {t["fastest_epoch"]}, average time is {t["fastest_time"]:.4f} s/iter')
+    print(f'time std over epochs is {t["std_over_epochs"]:.4f}')
+    print(f'average iter time: {t["average_iter_time"]:.4f} s/iter')
+
+# %% ../nbs/16_optim.ipynb 82
+@COMMANDS.register_module(name='analyze-logs')
+def analyze_logs_main(argv: Sequence[str] | None = None) -> int:
+    "Plot curves from JSON-lines training logs (plot_curve) or summarise iteration times (cal_train_time)."
+    args = _analyze_logs_parser().parse_args(argv)
     if args.task == 'plot_curve':
         import matplotlib
         if args.out:
@@ -383,10 +452,5 @@ def analyze_logs_main(argv: Sequence[str] | None = None) -> int:
             plt.show()
     else:
         for path in args.json_logs:
-            t = cal_train_time(path, args.include_outliers)
-            print(f'{"-" * 5}Analyze train time of {path}{"-" * 5}')
-            print(f'slowest epoch {t["slowest_epoch"]}, average time is {t["slowest_time"]:.4f} s/iter')
-            print(f'fastest epoch {t["fastest_epoch"]}, average time is {t["fastest_time"]:.4f} s/iter')
-            print(f'time std over epochs is {t["std_over_epochs"]:.4f}')
-            print(f'average iter time: {t["average_iter_time"]:.4f} s/iter')
+            _print_train_time(path, cal_train_time(path, args.include_outliers))
     return 0

@@ -93,7 +93,7 @@ def get(self: Registry, key: str) -> Callable | None:
         return copy
     return self._module_dict.get(key)
 
-# %% ../nbs/02_registry.ipynb 21
+# %% ../nbs/02_registry.ipynb 22
 def _check_args(obj_cls: Callable, args: dict, registry_name: str):
     "Raise a readable `TypeError` if `obj_cls(**args)` cannot bind, before calling it."
     try:
@@ -108,6 +108,22 @@ def _check_args(obj_cls: Callable, args: dict, registry_name: str):
         raise TypeError(f'{obj_cls.__name__} (in the {registry_name} registry): {e}. '
                         f'It accepts: {", ".join(accepted) or "no arguments"}') from None
 
+# %% ../nbs/02_registry.ipynb 23
+def _resolve_type(obj_type, registry: Registry) -> Callable:
+    "The class a config's `type` names: a name registered in `registry` (else the closest names), or a class."
+    if isinstance(obj_type, str):
+        obj_cls = registry.get(obj_type)
+        if obj_cls is None:
+            close = difflib.get_close_matches(obj_type, list(registry.module_dict), n=3, cutoff=0.5)
+            hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
+            raise KeyError(f'{obj_type!r} is not in the {registry.name} registry.{hint} '
+                           f'Registered: {", ".join(sorted(registry.module_dict)) or "(none)"}')
+        return obj_cls
+    if callable(obj_type):
+        return obj_type
+    raise TypeError(f'{registry.name}: type must be a str or a class, got {type(obj_type).__name__}: {obj_type!r}')
+
+# %% ../nbs/02_registry.ipynb 24
 def build_from_cfg(cfg: Mapping, registry: Registry, default_args: Mapping | None = None) -> Any:
     "Build an object from `cfg['type']` (a registered name or a class) called with the other keys of `cfg`."
     if not isinstance(cfg, Mapping):
@@ -119,27 +135,17 @@ def build_from_cfg(cfg: Mapping, registry: Registry, default_args: Mapping | Non
         args.setdefault(k, v)
     if 'type' not in args:
         raise KeyError(f'{registry.name}: the config needs a "type" key, got keys {sorted(args)}')
-    obj_type = args.pop('type')
-    if isinstance(obj_type, str):
-        obj_cls = registry.get(obj_type)
-        if obj_cls is None:
-            close = difflib.get_close_matches(obj_type, list(registry.module_dict), n=3, cutoff=0.5)
-            hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
-            raise KeyError(f'{obj_type!r} is not in the {registry.name} registry.{hint} '
-                           f'Registered: {", ".join(sorted(registry.module_dict)) or "(none)"}')
-    elif callable(obj_type):
-        obj_cls = obj_type
-    else:
-        raise TypeError(f'{registry.name}: type must be a str or a class, got {type(obj_type).__name__}: {obj_type!r}')
+    obj_cls = _resolve_type(args.pop('type'), registry)
     _check_args(obj_cls, args, registry.name)
     return obj_cls(**args)
 
+# %% ../nbs/02_registry.ipynb 25
 @patch
 def build(self: Registry, cfg: Mapping, default_args: Mapping | None = None) -> Any:
     "`build_from_cfg(cfg, self, default_args)`."
     return build_from_cfg(cfg, self, default_args)
 
-# %% ../nbs/02_registry.ipynb 29
+# %% ../nbs/02_registry.ipynb 33
 BACKBONES = Registry('backbone')
 NECKS = Registry('neck')
 HEADS = Registry('head')
@@ -159,7 +165,7 @@ OPTIMIZERS = Registry('optimizer')
 RUNNERS = Registry('runner')
 COMMANDS = Registry('command')  # `learndet SUBCOMMAND`: functions taking an argv list
 
-# %% ../nbs/02_registry.ipynb 34
+# %% ../nbs/02_registry.ipynb 38
 def register_all_modules(package: str = 'learndet') -> list[str]:
     "Import every public module of `package` so that all its components are registered; return their names."
     pkg = importlib.import_module(package)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import torch
+from fastcore.basics import patch
 
 from .assigners import AssignResult, ASSIGN_FIRST_GT, ASSIGN_NEGATIVE
 from .registry import BBOX_SAMPLERS
@@ -37,18 +38,21 @@ class SamplingResult:
         "Positives then negatives, `Tensor[P + Q, 4]` (the order the R-CNN losses use)."
         return torch.cat([self.pos_bboxes, self.neg_bboxes])
 
-    def to(self, device) -> 'SamplingResult':
-        for k, v in vars(self).items():
-            if isinstance(v, torch.Tensor):
-                setattr(self, k, v.to(device))
-        return self
-
-    def __repr__(self):
-        return (f'SamplingResult(num_gts={self.num_gts}, pos_inds={self.pos_inds.tolist()}, '
-                f'neg_inds={self.neg_inds.tolist() if len(self.neg_inds) <= 20 else f"<{len(self.neg_inds)} indices>"}, '
-                f'pos_is_gt={self.pos_is_gt.tolist()})')
-
 # %% ../nbs/08a_samplers.ipynb 8
+@patch
+def to(self: SamplingResult, device) -> SamplingResult:
+    for k, v in vars(self).items():
+        if isinstance(v, torch.Tensor):
+            setattr(self, k, v.to(device))
+    return self
+
+@patch
+def __repr__(self: SamplingResult):
+    return (f'SamplingResult(num_gts={self.num_gts}, pos_inds={self.pos_inds.tolist()}, '
+            f'neg_inds={self.neg_inds.tolist() if len(self.neg_inds) <= 20 else f"<{len(self.neg_inds)} indices>"}, '
+            f'pos_is_gt={self.pos_is_gt.tolist()})')
+
+# %% ../nbs/08a_samplers.ipynb 10
 def _check_sample_inputs(assign_result, bboxes, gt_bboxes):
     if bboxes.ndim == 1:
         bboxes = bboxes[None, :]
@@ -62,20 +66,21 @@ def _check_sample_inputs(assign_result, bboxes, gt_bboxes):
 class PseudoSampler:
     "No sampling: every positive and every negative of the assignment (ignored priors are left out)."
     def __init__(self, **kwargs): pass
-
-    def sample(self, assign_result: AssignResult, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
-               *args, **kwargs) -> SamplingResult:
-        "`bboxes` `Tensor[N, 4]` the assigned priors, `gt_bboxes` `Tensor[G, 4]`."
-        bboxes = _check_sample_inputs(assign_result, bboxes, gt_bboxes)
-        # nonzero returns sorted, distinct indices (mmdetection adds a .unique() that changes nothing but costs a sort)
-        pos_inds = torch.nonzero(assign_result.gt_inds >= ASSIGN_FIRST_GT).squeeze(-1)
-        neg_inds = torch.nonzero(assign_result.gt_inds == ASSIGN_NEGATIVE).squeeze(-1)
-        gt_flags = bboxes.new_zeros(bboxes.shape[0], dtype=torch.uint8)
-        return SamplingResult(pos_inds, neg_inds, bboxes, gt_bboxes, assign_result, gt_flags)
-
     def __repr__(self): return 'PseudoSampler()'
 
-# %% ../nbs/08a_samplers.ipynb 14
+# %% ../nbs/08a_samplers.ipynb 11
+@patch
+def sample(self: PseudoSampler, assign_result: AssignResult, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
+           *args, **kwargs) -> SamplingResult:
+    "`bboxes` `Tensor[N, 4]` the assigned priors, `gt_bboxes` `Tensor[G, 4]`."
+    bboxes = _check_sample_inputs(assign_result, bboxes, gt_bboxes)
+    # nonzero returns sorted, distinct indices (mmdetection adds a .unique() that changes nothing but costs a sort)
+    pos_inds = torch.nonzero(assign_result.gt_inds >= ASSIGN_FIRST_GT).squeeze(-1)
+    neg_inds = torch.nonzero(assign_result.gt_inds == ASSIGN_NEGATIVE).squeeze(-1)
+    gt_flags = bboxes.new_zeros(bboxes.shape[0], dtype=torch.uint8)
+    return SamplingResult(pos_inds, neg_inds, bboxes, gt_bboxes, assign_result, gt_flags)
+
+# %% ../nbs/08a_samplers.ipynb 17
 @BBOX_SAMPLERS.register_module()
 class RandomSampler:
     "Sample `num` priors per image, at most `num * pos_fraction` positives, negatives capped at `neg_pos_ub` x positives."
@@ -97,28 +102,31 @@ class RandomSampler:
         inds = torch.nonzero(candidates).squeeze(1)
         return inds if inds.numel() <= num_expected else self.random_choice(inds, num_expected)
 
-    def sample(self, assign_result: AssignResult, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
-               gt_labels: torch.Tensor | None = None, **kwargs) -> SamplingResult:
-        """`bboxes` `Tensor[N, 4 or 5]` priors or proposals, `gt_bboxes` `Tensor[G, 4]`, `gt_labels` `Tensor[G]`
-        (needed with `add_gt_as_proposals`). Modifies `assign_result` in place when GTs are added."""
-        bboxes = _check_sample_inputs(assign_result, bboxes, gt_bboxes)
-        gt_flags = bboxes.new_zeros((bboxes.shape[0],), dtype=torch.uint8)
-        # 1. the GTs as extra proposals, in front
-        if self.add_gt_as_proposals and len(gt_bboxes) > 0:
-            if gt_labels is None:
-                raise ValueError('RandomSampler: gt_labels must be given when add_gt_as_proposals is True')
-            bboxes = torch.cat([gt_bboxes[:, :4].to(bboxes.dtype), bboxes], dim=0)
-            assign_result.add_gt_(gt_labels)
-            gt_flags = torch.cat([bboxes.new_ones(gt_bboxes.shape[0], dtype=torch.uint8), gt_flags])
-        # 2. positives, at most num * pos_fraction
-        pos_inds = self._sample(assign_result.gt_inds >= ASSIGN_FIRST_GT, int(self.num * self.pos_fraction)).unique()
-        # 3. negatives fill up to num, capped at neg_pos_ub x positives
-        num_expected_neg = self.num - pos_inds.numel()
-        if self.neg_pos_ub >= 0:
-            num_expected_neg = min(num_expected_neg, int(self.neg_pos_ub * max(1, pos_inds.numel())))
-        neg_inds = self._sample(assign_result.gt_inds == ASSIGN_NEGATIVE, num_expected_neg).unique()
-        return SamplingResult(pos_inds, neg_inds, bboxes, gt_bboxes, assign_result, gt_flags)
+# %% ../nbs/08a_samplers.ipynb 18
+@patch
+def sample(self: RandomSampler, assign_result: AssignResult, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
+           gt_labels: torch.Tensor | None = None, **kwargs) -> SamplingResult:
+    """`bboxes` `Tensor[N, 4 or 5]` priors or proposals, `gt_bboxes` `Tensor[G, 4]`, `gt_labels` `Tensor[G]`
+    (needed with `add_gt_as_proposals`). Modifies `assign_result` in place when GTs are added."""
+    bboxes = _check_sample_inputs(assign_result, bboxes, gt_bboxes)
+    gt_flags = bboxes.new_zeros((bboxes.shape[0],), dtype=torch.uint8)
+    # 1. the GTs as extra proposals, in front
+    if self.add_gt_as_proposals and len(gt_bboxes) > 0:
+        if gt_labels is None:
+            raise ValueError('RandomSampler: gt_labels must be given when add_gt_as_proposals is True')
+        bboxes = torch.cat([gt_bboxes[:, :4].to(bboxes.dtype), bboxes], dim=0)
+        assign_result.add_gt_(gt_labels)
+        gt_flags = torch.cat([bboxes.new_ones(gt_bboxes.shape[0], dtype=torch.uint8), gt_flags])
+    # 2. positives, at most num * pos_fraction
+    pos_inds = self._sample(assign_result.gt_inds >= ASSIGN_FIRST_GT, int(self.num * self.pos_fraction)).unique()
+    # 3. negatives fill up to num, capped at neg_pos_ub x positives
+    num_expected_neg = self.num - pos_inds.numel()
+    if self.neg_pos_ub >= 0:
+        num_expected_neg = min(num_expected_neg, int(self.neg_pos_ub * max(1, pos_inds.numel())))
+    neg_inds = self._sample(assign_result.gt_inds == ASSIGN_NEGATIVE, num_expected_neg).unique()
+    return SamplingResult(pos_inds, neg_inds, bboxes, gt_bboxes, assign_result, gt_flags)
 
-    def __repr__(self):
-        return (f'RandomSampler(num={self.num}, pos_fraction={self.pos_fraction}, neg_pos_ub={self.neg_pos_ub}, '
-                f'add_gt_as_proposals={self.add_gt_as_proposals})')
+@patch
+def __repr__(self: RandomSampler):
+    return (f'RandomSampler(num={self.num}, pos_fraction={self.pos_fraction}, neg_pos_ub={self.neg_pos_ub}, '
+            f'add_gt_as_proposals={self.add_gt_as_proposals})')

@@ -15,8 +15,10 @@ from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
 
 from learndet.assigners import (ASSIGN_FIRST_GT, ASSIGN_IGNORE, ASSIGN_NEGATIVE, AssignResult, ATSSAssigner,
-                                MaxIoUAssigner, fcos_point_targets, max_iou_assign,
+                                FCOSAssigner, MaxIoUAssigner, max_iou_assign,
                                 assignment_view, assignment_widget_update, assignment_widget)
+from learndet.anchors import AnchorGenerator, MlvlPointGenerator
+from learndet.coders import DistancePointBBoxCoder
 from learndet.boxes import bbox_overlaps
 from learndet.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, build_from_cfg
 from learndet.samplers import PseudoSampler, RandomSampler
@@ -153,14 +155,14 @@ def test_edge_cases_and_errors():
     assert r.num_preds == 0 and r.num_gts == 2
     with pytest.warns(UserWarning, match=r'ground truth\(s\) \[0\] overlap no prior'):
         a.assign(priors, torch.tensor([[5., 5., 5., 9.]]))
-    with pytest.raises(ValueError, match='bboxes on cpu, gt_bboxes on meta'):
+    with pytest.raises(ValueError, match='priors on cpu, gt_bboxes on meta'):
         a.assign(priors, priors.to('meta'))
     with pytest.raises(ValueError, match='gt_bboxes_ignore on meta'):
         MaxIoUAssigner(0.5, 0.4, ignore_iof_thr=0.5).assign(priors, priors, priors.to('meta'))
     with pytest.raises(ValueError, match=r'gt_bboxes must have shape \(n, 4\)'):
         a.assign(priors, torch.zeros(2, 5))
-    with pytest.raises(ValueError, match='points on cpu, gt_bboxes on meta'):
-        fcos_point_targets(torch.zeros(2, 2), priors.to('meta'), torch.zeros(2, dtype=torch.long), [2], [(-1, 64)], [8], 1)
+    with pytest.raises(ValueError, match='priors on cpu, gt_bboxes on meta'):
+        FCOSAssigner([(-1, 64)], strides=[8]).assign(torch.zeros(2, 2), priors.to('meta'), num_level_priors=[2])
 
 
 def test_gpu_assign_thr_path(monkeypatch):
@@ -195,7 +197,7 @@ def test_atss_properties():
     for _ in range(25):
         levels = [int(x) for x in torch.randint(5, 80, (3,), generator=g)]
         bb, gts = random_boxes(sum(levels), g), random_boxes(int(torch.randint(1, 6, (1,), generator=g)), g)
-        res = ATSSAssigner(9).assign(bb, levels, gts, gt_labels=torch.arange(len(gts)))
+        res = ATSSAssigner(9).assign(bb, gts, gt_labels=torch.arange(len(gts)), num_level_priors=levels)
         ov, centres = box_iou(bb, gts), (bb[:, :2] + bb[:, 2:]) / 2
         dist = torch.cdist(centres, (gts[:, :2] + gts[:, 2:]) / 2)
         qualifies = torch.zeros(len(bb), len(gts), dtype=torch.bool)
@@ -243,27 +245,104 @@ def reference_fcos(points, gts, labels, level_of_point, ranges, strides, num_cla
 
 
 @pytest.mark.parametrize('radius', [None, 1.5])
-def test_fcos_equals_reference(radius):
-    from learndet.anchors import MlvlPointGenerator
+@pytest.mark.parametrize('with_stride', [False, True])
+def test_fcos_equals_reference(radius, with_stride):
     g = torch.Generator().manual_seed(8)
     strides, sizes = [8, 16, 32], [(16, 16), (8, 8), (4, 4)]
-    pts = MlvlPointGenerator(strides).grid_priors(sizes)
+    pts = MlvlPointGenerator(strides).grid_priors(sizes, with_stride=with_stride)
     level_of_point = sum(([i] * len(p) for i, p in enumerate(pts)), [])
-    points = torch.cat(pts)
+    priors = torch.cat(pts)
+    points = priors[:, :2]
     ranges = [(-1, 32), (32, 64), (64, 1e8)]
+    assigner = FCOSAssigner(ranges, center_sampling=radius is not None, center_sample_radius=radius or 1.5,
+                            strides=strides)
     for _ in range(10):
         gts = (random_boxes(int(torch.randint(0, 6, (1,), generator=g)), g, size=128.) / 2).round() * 2
         labels = torch.randint(0, 3, (len(gts),), generator=g)
-        t = fcos_point_targets(points, gts, labels, [len(p) for p in pts], ranges, strides, 3,
-                               center_sampling=radius is not None, center_sample_radius=radius or 1.5)
+        res = assigner.assign(priors, gts, None, labels, num_level_priors=[len(p) for p in pts])
         ref_labels, ref_inds = reference_fcos(points, gts, labels, level_of_point, ranges, strides, 3, radius)
-        assert t.labels.tolist() == ref_labels and t.gt_inds.tolist() == ref_inds
-        pos = t.gt_inds > 0
-        if pos.any():       # regression targets are the distances to the assigned GT's sides
-            gt = gts[t.gt_inds[pos] - 1]
+        assert res.gt_inds.tolist() == ref_inds and len(res) == len(points)
+        assert torch.where(res.pos_mask, res.labels, 3).tolist() == ref_labels      # -1 -> background K = 3
+        assert res.max_overlaps.eq(0).all()
+        pos = res.gt_inds > 0
+        if pos.any():       # what the head regresses: distances from each positive point to its GT's sides
+            gt = gts[res.gt_inds[pos] - 1]
             p = points[pos]
-            torch.testing.assert_close(t.bbox_targets[pos], torch.stack(
+            torch.testing.assert_close(DistancePointBBoxCoder().encode(p, gt), torch.stack(
                 [p[:, 0] - gt[:, 0], p[:, 1] - gt[:, 1], gt[:, 2] - p[:, 0], gt[:, 3] - p[:, 1]], 1))
+
+
+def test_fcos_hand_fixture():
+    "Worked by hand in chapter 08: points x = 4, 12, 20, 28 (y = 4), GT A (0, 0, 24, 8) area 192, GT B (10, 0, 30, 8) area 160."
+    pts = torch.tensor([[4., 4.], [12., 4.], [20., 4.], [28., 4.]])
+    two, labels = torch.tensor([[0., 0., 24., 8.], [10., 0., 30., 8.]]), torch.tensor([0, 1])
+    res = FCOSAssigner([(-1, 64)], strides=[8]).assign(pts, two, gt_labels=labels, num_level_priors=[4])
+    assert res.gt_inds.tolist() == [1, 2, 2, 2] and res.labels.tolist() == [0, 1, 1, 1]   # point 12: the smaller B
+    narrow = FCOSAssigner([(-1, 16)], strides=[8]).assign(pts, two, gt_labels=labels, num_level_priors=[4])
+    assert narrow.gt_inds.tolist() == [0, 1, 2, 0] and narrow.labels.tolist() == [-1, 0, 1, -1]
+    # a flat GT (0, 0, 40, 6), radius 12 px: the centre region clipped to the box keeps 3 first-row points, not 6
+    rows = MlvlPointGenerator([8]).grid_priors([(2, 6)])[0]
+    flat = FCOSAssigner([(-1, 64)], center_sampling=True, strides=[8]).assign(
+        rows, torch.tensor([[0., 0., 40., 6.]]), num_level_priors=[12])
+    assert rows[flat.gt_inds > 0].tolist() == [[12., 4.], [20., 4.], [28., 4.]]
+    empty = FCOSAssigner([(-1, 64)], strides=[8]).assign(pts, two[:0], gt_labels=labels[:0], num_level_priors=[4])
+    assert empty.gt_inds.tolist() == [0] * 4 and empty.labels.tolist() == [-1] * 4
+    with pytest.raises(ValueError, match='FCOSAssigner.assign needs num_level_priors='):
+        FCOSAssigner([(-1, 64)], strides=[8]).assign(pts, two)
+    with pytest.raises(ValueError, match='their strides are not'):
+        FCOSAssigner([(-1, 64)], strides=[8]).assign(torch.cat([pts, pts + 8], 1), two, num_level_priors=[4])
+
+
+def test_atss_takes_num_level_priors():
+    shifted = torch.tensor([[0., 0., 10., 10.], [2., 0., 12., 10.], [4., 0., 14., 10.], [8., 0., 18., 10.]])
+    one_gt = torch.tensor([[0., 0., 10., 10.]])
+    res = ATSSAssigner(3).assign(shifted, one_gt, None, torch.tensor([7]), num_level_priors=[4])
+    assert res.gt_inds.tolist() == [1, 0, 0, 0] and res.labels.tolist() == [7, -1, -1, -1]
+    # two levels of two, topk=1 per level: candidates 0 (IoU 1) and 2 (60/140 = 0.429); mean 0.714 + std 0.404 = 1.118
+    # is above every IoU, so nothing is positive; topk=2 per level takes all four: 0.552 + 0.376 = 0.927, anchor 0
+    assert ATSSAssigner(1).assign(shifted, one_gt, num_level_priors=[2, 2]).gt_inds.tolist() == [0, 0, 0, 0]
+    assert ATSSAssigner(2).assign(shifted, one_gt, num_level_priors=[2, 2]).gt_inds.tolist() == [1, 0, 0, 0]
+    with pytest.raises(ValueError, match='ATSSAssigner.assign needs num_level_priors='):
+        ATSSAssigner(3).assign(shifted, one_gt)
+    with pytest.raises(ValueError, match='add up to 3, but there are 4 priors'):
+        ATSSAssigner(3).assign(shifted, one_gt, num_level_priors=[1, 2])
+    with pytest.raises(TypeError):          # the old positional order (priors, num_level_bboxes, gt_bboxes) is refused
+        ATSSAssigner(3).assign(shifted, [4], one_gt)
+
+
+def _protocol_cases():
+    "For every registered assigner: a config and the per-level priors its heads use, on a 64x64 image."
+    sizes = [(8, 8), (4, 4)]
+    anchors = AnchorGenerator([8, 16], [0.5, 1., 2.], octave_base_scale=4, scales_per_octave=1).grid_priors(sizes)
+    return {'MaxIoUAssigner': (dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, ignore_iof_thr=0.5), anchors),
+            'ATSSAssigner': (dict(type='ATSSAssigner', topk=9, ignore_iof_thr=0.5), anchors),
+            'FCOSAssigner': (dict(type='FCOSAssigner', regress_ranges=[(-1, 32), (32, 1e8)], strides=[8, 16]),
+                             MlvlPointGenerator([8, 16]).grid_priors(sizes, with_stride=True))}
+
+
+def test_every_registered_assigner_takes_the_same_call():
+    cases = _protocol_cases()
+    assert set(cases) == set(BBOX_ASSIGNERS), 'a new assigner: add it to _protocol_cases'
+    g = torch.Generator().manual_seed(11)
+    for name, (cfg, levels) in cases.items():
+        assigner, priors = build_from_cfg(cfg, BBOX_ASSIGNERS), torch.cat(levels)
+        num_level = [len(level) for level in levels]
+        for n in (0, 1, 4):
+            gts = (random_boxes(n, g, size=48.) + 4).round()
+            labels = torch.randint(0, 5, (n,), generator=g)
+            ignore = torch.tensor([[40., 0., 64., 16.]])
+            res = assigner.assign(priors, gts, ignore, labels, num_level_priors=num_level)
+            assert isinstance(res, AssignResult) and len(res) == len(priors) == res.num_preds, name
+            assert res.num_gts == n and res.max_overlaps.shape == (len(priors),)
+            assert ((res.gt_inds >= ASSIGN_IGNORE) & (res.gt_inds <= n)).all()
+            pos = res.gt_inds >= ASSIGN_FIRST_GT
+            assert torch.equal(res.labels[pos], labels[res.gt_inds[pos] - ASSIGN_FIRST_GT])
+            assert (res.labels[~pos] == -1).all()
+            if n == 0:
+                assert (res.gt_inds[res.gt_inds != ASSIGN_IGNORE] == ASSIGN_NEGATIVE).all()
+            # without labels: the same codes, labels None
+            same = assigner.assign(priors, gts, ignore, num_level_priors=num_level)
+            assert torch.equal(same.gt_inds, res.gt_inds) and same.labels is None
 
 
 def test_samplers_counts_and_properties():
@@ -294,7 +373,7 @@ def test_samplers_counts_and_properties():
 
 
 def test_registries():
-    for name in ('MaxIoUAssigner', 'ATSSAssigner'):
+    for name in ('MaxIoUAssigner', 'ATSSAssigner', 'FCOSAssigner'):
         assert name in BBOX_ASSIGNERS
     for name in ('PseudoSampler', 'RandomSampler'):
         assert name in BBOX_SAMPLERS

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision.ops as tvops
 from hypothesis import given, settings, strategies as st
 
-from learndet.losses import (GHMC, GHMR, BalancedL1Loss, BoundedIoULoss, CIoULoss, CrossEntropyLoss, DIoULoss,
+from learndet.losses import (GHMC, GHMR, BalancedL1Loss, BaseLoss, BoundedIoULoss, CIoULoss, CrossEntropyLoss, DIoULoss,
                              FocalLoss, GIoULoss, IoULoss, L1Loss, MSELoss, SmoothL1Loss, accuracy,
                              weight_reduce_loss, weighted_loss)
 from learndet.registry import LOSSES, build_from_cfg
@@ -260,3 +260,15 @@ def test_benchmark_smoke(capsys):
     bench.main(['--anchors', '50', '--classes', '3', '--boxes', '20', '--repeats', '2'])
     out = capsys.readouterr().out
     assert out.count('\n| ') == 6 and 'FocalLoss vs torchvision' in out
+
+
+def test_sees_all_priors_is_said_by_the_loss():
+    "The flag a dense head reads instead of matching class names: True only for the losses built to see every prior."
+    names = ['CrossEntropyLoss', 'FocalLoss', 'GHMC', 'L1Loss', 'MSELoss', 'SmoothL1Loss', 'BalancedL1Loss', 'GHMR',
+             'IoULoss', 'GIoULoss', 'DIoULoss', 'CIoULoss', 'BoundedIoULoss']
+    assert {n for n in names if getattr(LOSSES.get(n), 'sees_all_priors', False)} == {'FocalLoss', 'GHMC'}
+    for n in names:
+        loss = build_from_cfg(dict(type=n), LOSSES)
+        assert isinstance(loss, BaseLoss) and loss.sees_all_priors == type(loss).sees_all_priors
+    assert BaseLoss.sees_all_priors is False
+    assert getattr(torch.nn.L1Loss(), 'sees_all_priors', False) is False      # a loss from elsewhere: the safe default

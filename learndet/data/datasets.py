@@ -90,7 +90,7 @@ class CustomDataset(Dataset):
 
     def __len__(self): return len(self.data_infos)
 
-# %% ../../nbs/04_datasets.ipynb 10
+# %% ../../nbs/04_datasets.ipynb 11
 @patch(cls_method=True)
 def get_classes(cls: CustomDataset, classes=None) -> tuple | None:
     "Class names: `cls.CLASSES` if `classes` is None, else a tuple/list of names or a text file (one per line)."
@@ -105,7 +105,7 @@ def get_classes(cls: CustomDataset, classes=None) -> tuple | None:
         return tuple(classes)
     raise TypeError(f'classes must be None, a file name or a tuple/list of names, got {type(classes).__name__}')
 
-# %% ../../nbs/04_datasets.ipynb 11
+# %% ../../nbs/04_datasets.ipynb 12
 @patch
 def load_annotations(self: CustomDataset, ann_file: str) -> list[dict]:
     "Read the middle format from `ann_file` (.json or .pkl); lists become arrays."
@@ -118,7 +118,7 @@ def load_annotations(self: CustomDataset, ann_file: str) -> list[dict]:
             raise ValueError(f'{ann_file}: entry {i} has no {missing} (every image needs filename, width, height)')
     return [dict(info) for info in infos]
 
-# %% ../../nbs/04_datasets.ipynb 12
+# %% ../../nbs/04_datasets.ipynb 13
 @patch
 def _clean_annotations(self: CustomDataset) -> None:
     "Make arrays of the right dtypes, check labels, clip boxes to their image and drop degenerate ones (one warning)."
@@ -160,7 +160,7 @@ def _clean_annotations(self: CustomDataset) -> None:
     elif n_clipped:
         warnings.warn(f'{type(self).__name__} ({self.ann_file}): clipped {n_clipped} box(es) to their image')
 
-# %% ../../nbs/04_datasets.ipynb 13
+# %% ../../nbs/04_datasets.ipynb 14
 @patch
 def _filter_imgs(self: CustomDataset) -> list[int]:
     "Indices of images to keep for training: at least `min_size` px on each side, and with boxes if `filter_empty_gt`."
@@ -174,7 +174,7 @@ def _filter_imgs(self: CustomDataset) -> list[int]:
         keep.append(i)
     return keep
 
-# %% ../../nbs/04_datasets.ipynb 14
+# %% ../../nbs/04_datasets.ipynb 15
 @patch
 def _set_group_flag(self: CustomDataset) -> None:
     "`flag[i]` = 1 if image i is wider than tall, else 0 (the group sampler batches images of one flag)."
@@ -188,7 +188,7 @@ def load_proposals(self: CustomDataset, proposal_file: str) -> list:
         raise ValueError(f'{proposal_file}: {len(props)} proposal arrays for {len(self.data_infos)} images')
     return [np.asarray(p, np.float32) for p in props]
 
-# %% ../../nbs/04_datasets.ipynb 15
+# %% ../../nbs/04_datasets.ipynb 16
 @patch
 def get_ann_info(self: CustomDataset, idx: int) -> dict:
     "Annotation (middle format 'ann' dict) of image `idx`."
@@ -199,14 +199,14 @@ def get_cat_ids(self: CustomDataset, idx: int) -> list[int]:
     "Labels (0..K-1) present in image `idx` (used by `ClassBalancedDataset`)."
     return self.data_infos[idx]['ann']['labels'].astype(int).tolist()
 
-# %% ../../nbs/04_datasets.ipynb 16
+# %% ../../nbs/04_datasets.ipynb 17
 @patch
 def pre_pipeline(self: CustomDataset, results: dict) -> None:
     "Add the keys every pipeline expects: img_prefix, seg_prefix, proposal_file and empty *_fields lists."
     results.update(img_prefix=self.img_prefix, seg_prefix=self.seg_prefix, proposal_file=self.proposal_file,
                    bbox_fields=[], mask_fields=[], seg_fields=[])
 
-# %% ../../nbs/04_datasets.ipynb 17
+# %% ../../nbs/04_datasets.ipynb 18
 @patch
 def _prepare_img(self: CustomDataset, idx: int, with_ann: bool) -> dict | None:
     "The pipeline's output for image `idx`, with its annotation if `with_ann`."
@@ -218,7 +218,7 @@ def _prepare_img(self: CustomDataset, idx: int, with_ann: bool) -> dict | None:
     self.pre_pipeline(results)
     return self.pipeline(results) if self.pipeline is not None else results
 
-# %% ../../nbs/04_datasets.ipynb 18
+# %% ../../nbs/04_datasets.ipynb 19
 @patch
 def __getitem__(self: CustomDataset, idx: int) -> dict:
     "Test mode: image `idx`. Training: image `idx`, or another of its group if the pipeline dropped it."
@@ -233,7 +233,7 @@ def __getitem__(self: CustomDataset, idx: int) -> dict:
     raise RuntimeError(f'{type(self).__name__}: the pipeline dropped 100 samples in a row '
                        f'(last: {self.data_infos[idx]["filename"]}); check the crop/filter steps')
 
-# %% ../../nbs/04_datasets.ipynb 19
+# %% ../../nbs/04_datasets.ipynb 20
 @patch
 def prepare_train_img(self: CustomDataset, idx: int) -> dict | None:
     "The pipeline's output for training image `idx` (with its annotation)."
@@ -244,7 +244,7 @@ def prepare_test_img(self: CustomDataset, idx: int) -> dict | None:
     "The pipeline's output for test image `idx` (with its annotation, if it has one)."
     return self._prepare_img(idx, 'ann' in self.data_infos[idx])
 
-# %% ../../nbs/04_datasets.ipynb 21
+# %% ../../nbs/04_datasets.ipynb 22
 @patch
 def __repr__(self: CustomDataset) -> str:
     mode = 'Test' if self.test_mode else 'Train'
@@ -257,7 +257,7 @@ def __repr__(self: CustomDataset) -> str:
     rows = [f'  {i:>3} {name:<16} {int(counts[i]):>7}' for i, name in enumerate(self.CLASSES)]
     return '\n'.join([head + f' ({n_empty} without objects), instances per class:'] + rows)
 
-# %% ../../nbs/04_datasets.ipynb 31
+# %% ../../nbs/04_datasets.ipynb 32
 COCO_CLASSES = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
                 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
                 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
@@ -288,7 +288,7 @@ def load_coco(ann_file: str):
         coco.createIndex()
     return coco
 
-# %% ../../nbs/04_datasets.ipynb 32
+# %% ../../nbs/04_datasets.ipynb 33
 @DATASETS.register_module()
 class CocoDataset(CustomDataset):
     "COCO-format json read with pycocotools; crowd boxes are ignored; labels follow the order of `CLASSES`."
@@ -311,7 +311,7 @@ class CocoDataset(CustomDataset):
             infos.append(info)
         return infos
 
-# %% ../../nbs/04_datasets.ipynb 33
+# %% ../../nbs/04_datasets.ipynb 34
 @patch
 def _parse_ann_info(self: CocoDataset, img_info: dict, anns: list[dict]) -> dict:
     "COCO annotations of one image -> middle-format 'ann' (crowd -> ignore; categories not in CLASSES skipped)."
@@ -335,7 +335,7 @@ def _parse_ann_info(self: CocoDataset, img_info: dict, anns: list[dict]) -> dict
                 bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
                 labels_ignore=np.array(labels_ignore, np.int64))
 
-# %% ../../nbs/04_datasets.ipynb 43
+# %% ../../nbs/04_datasets.ipynb 44
 def xyxy2xywh(bboxes: np.ndarray) -> np.ndarray:
     "(n, 4+) xyxy -> (n, 4) COCO xywh."
     b = np.asarray(bboxes, np.float64)
@@ -355,7 +355,7 @@ def _det2json(self: CocoDataset, results: list) -> list[dict]:
                                  category_id=self.cat_ids[label]))
     return dets
 
-# %% ../../nbs/04_datasets.ipynb 44
+# %% ../../nbs/04_datasets.ipynb 45
 @patch
 def _proposal2json(self: CocoDataset, results: list) -> list[dict]:
     "Proposals (per image (n, 5)) -> class-agnostic COCO result dicts (category_id 1)."
@@ -366,7 +366,7 @@ def _proposal2json(self: CocoDataset, results: list) -> list[dict]:
                  for b, s in zip(xyxy2xywh(arr), arr[:, 4])]
     return dets
 
-# %% ../../nbs/04_datasets.ipynb 45
+# %% ../../nbs/04_datasets.ipynb 46
 @patch
 def _gt_subset(self: CocoDataset) -> dict:
     "The annotation json restricted to this dataset's images and classes (what evaluation scores against)."
@@ -376,7 +376,7 @@ def _gt_subset(self: CocoDataset) -> dict:
                 annotations=[a for a in d.get('annotations', []) if a['image_id'] in img_ids and a['category_id'] in cat_ids],
                 categories=[c for c in d['categories'] if c['id'] in cat_ids])
 
-# %% ../../nbs/04_datasets.ipynb 46
+# %% ../../nbs/04_datasets.ipynb 47
 @patch
 def results2json(self: CocoDataset, results: list, outfile_prefix: str) -> dict:
     "Write results as COCO json: `{outfile_prefix}.bbox.json` (or `.proposal.json` for per-image arrays)."
@@ -388,7 +388,7 @@ def results2json(self: CocoDataset, results: list, outfile_prefix: str) -> dict:
         json.dump(dets, f)
     return {key: path}
 
-# %% ../../nbs/04_datasets.ipynb 51
+# %% ../../nbs/04_datasets.ipynb 52
 def _xml_float(obj, tag: str, xml_path: str) -> float:
     node = obj.find(tag)
     if node is None or node.text is None:
@@ -398,7 +398,7 @@ def _xml_float(obj, tag: str, xml_path: str) -> float:
     except ValueError:
         raise ValueError(f'{xml_path}: <{tag}> is not a number: {node.text!r}') from None
 
-# %% ../../nbs/04_datasets.ipynb 52
+# %% ../../nbs/04_datasets.ipynb 53
 @DATASETS.register_module()
 class XMLDataset(CustomDataset):
     "VOC-style xml annotations: `ann_file` lists image ids; `img_prefix/Annotations/<id>.xml`, `img_prefix/JPEGImages/<id>.jpg`."
@@ -406,7 +406,7 @@ class XMLDataset(CustomDataset):
         self.min_bbox_size, self.img_subdir, self.ann_subdir = min_bbox_size, img_subdir, ann_subdir
         super().__init__(*args, **kwargs)
 
-# %% ../../nbs/04_datasets.ipynb 53
+# %% ../../nbs/04_datasets.ipynb 54
 @patch
 def load_annotations(self: XMLDataset, ann_file: str) -> list[dict]:
     if not osp.isfile(ann_file):
@@ -438,7 +438,7 @@ def load_annotations(self: XMLDataset, ann_file: str) -> list[dict]:
                           ann=self._parse_xml(root, xml_path)))
     return infos
 
-# %% ../../nbs/04_datasets.ipynb 54
+# %% ../../nbs/04_datasets.ipynb 55
 @patch
 def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
     "One VOC xml -> middle-format 'ann' (difficult -> ignore; boxes smaller than `min_bbox_size` -> ignore)."
@@ -467,7 +467,7 @@ def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
                 bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
                 labels_ignore=np.array(labels_ignore, np.int64))
 
-# %% ../../nbs/04_datasets.ipynb 55
+# %% ../../nbs/04_datasets.ipynb 56
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
                'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
 
@@ -481,10 +481,11 @@ class VOCDataset(XMLDataset):
         prefix = str(self.img_prefix)
         self.year = 2007 if 'VOC2007' in prefix else 2012 if 'VOC2012' in prefix else None
 
-# %% ../../nbs/04_datasets.ipynb 60
+# %% ../../nbs/04_datasets.ipynb 61
 def _as_dataset(dataset):
     return build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
 
+# %% ../../nbs/04_datasets.ipynb 62
 @DATASETS.register_module()
 class ConcatDataset(_TorchConcatDataset):
     "Datasets one after another; same CLASSES required; `flag`s concatenated."
@@ -511,7 +512,7 @@ class ConcatDataset(_TorchConcatDataset):
     def get_ann_info(self, idx: int) -> dict:
         d, i = self._locate(idx); return self.datasets[d].get_ann_info(i)
 
-# %% ../../nbs/04_datasets.ipynb 61
+# %% ../../nbs/04_datasets.ipynb 63
 @patch
 def evaluate(self: ConcatDataset, results: list, logger=None, **kwargs) -> dict:
     if len(results) != len(self):
@@ -529,7 +530,7 @@ def evaluate(self: ConcatDataset, results: list, logger=None, **kwargs) -> dict:
 def __repr__(self: ConcatDataset):
     return f'ConcatDataset of {len(self.datasets)} datasets, {len(self)} images:\n' + '\n'.join(map(repr, self.datasets))
 
-# %% ../../nbs/04_datasets.ipynb 62
+# %% ../../nbs/04_datasets.ipynb 64
 @DATASETS.register_module()
 class RepeatDataset:
     "`dataset` repeated `times` times (one epoch = `times` passes)."
@@ -548,7 +549,7 @@ class RepeatDataset:
         raise NotImplementedError('RepeatDataset: evaluate the wrapped dataset (RepeatDataset.dataset) instead')
     def __repr__(self): return f'RepeatDataset(times={self.times}) of\n{self.dataset!r}'
 
-# %% ../../nbs/04_datasets.ipynb 63
+# %% ../../nbs/04_datasets.ipynb 65
 @DATASETS.register_module()
 class ClassBalancedDataset:
     "Repeat factor sampling: image i appears ceil(max_c r(c)) times, r(c) = max(1, sqrt(oversample_thr / f(c)))."
@@ -566,7 +567,7 @@ class ClassBalancedDataset:
     def get_ann_info(self, idx): return self.dataset.get_ann_info(self.repeat_indices[idx])
     def __repr__(self): return f'ClassBalancedDataset(oversample_thr={self.oversample_thr}, {len(self)} samples) of\n{self.dataset!r}'
 
-# %% ../../nbs/04_datasets.ipynb 64
+# %% ../../nbs/04_datasets.ipynb 66
 @patch
 def _cats(self: ClassBalancedDataset, idx: int) -> set:
     cats = set(self.dataset.get_cat_ids(idx))
@@ -582,7 +583,7 @@ def _get_repeat_factors(self: ClassBalancedDataset) -> list[float]:
     cat_repeat = {c: max(1., math.sqrt(self.oversample_thr / (k / n))) for c, k in freq.items()}
     return [max((cat_repeat[c] for c in self._cats(i)), default=1.) for i in range(n)]
 
-# %% ../../nbs/04_datasets.ipynb 69
+# %% ../../nbs/04_datasets.ipynb 71
 def _concat_dataset(cfg: dict, default_args=None) -> ConcatDataset:
     "One dataset per entry of cfg['ann_file'] (img_prefix, seg_prefix, proposal_file may be matching lists)."
     cfg = dict(cfg)
@@ -599,7 +600,7 @@ def _concat_dataset(cfg: dict, default_args=None) -> ConcatDataset:
         datasets.append(build_dataset(c, default_args))
     return ConcatDataset(datasets, separate_eval)
 
-# %% ../../nbs/04_datasets.ipynb 70
+# %% ../../nbs/04_datasets.ipynb 72
 def build_dataset(cfg, default_args: Mapping | None = None):
     "Build a dataset from a config dict (or a list of them, concatenated); wrappers may nest."
     if isinstance(cfg, (list, tuple)):

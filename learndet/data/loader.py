@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
+from fastcore.basics import patch
 
 from ..config import add_cfg_options, load_config
 from .datasets import build_dataset
@@ -41,6 +42,7 @@ def pad_stack(imgs: Sequence[torch.Tensor], size_divisor: int | None = None, pad
         out[i, ..., :img.shape[-2], :img.shape[-1]] = img
     return out
 
+# %% ../../nbs/05a_loader.ipynb 7
 def collate(batch: Sequence[dict], size_divisor: int | None = None, pad_value: float = 0.) -> dict:
     "Batch pipeline outputs: `img` padded and stacked, other keys as lists; metas get `batch_input_shape`."
     if not batch:
@@ -60,7 +62,7 @@ def collate(batch: Sequence[dict], size_divisor: int | None = None, pad_value: f
             out['img_metas'] = [dict(m, batch_input_shape=tuple(out['img'].shape[-2:])) for m in out['img_metas']]
     return out
 
-# %% ../../nbs/05a_loader.ipynb 9
+# %% ../../nbs/05a_loader.ipynb 10
 class GroupSampler(Sampler):
     "Shuffled indices in batches of `samples_per_gpu` that never mix `dataset.flag` groups (one process)."
     def __init__(self, dataset, samples_per_gpu: int = 1, seed: int | None = None):
@@ -87,7 +89,7 @@ class GroupSampler(Sampler):
     def __len__(self): return self.num_samples
     def set_epoch(self, epoch: int): self.epoch = epoch
 
-# %% ../../nbs/05a_loader.ipynb 11
+# %% ../../nbs/05a_loader.ipynb 12
 class DistributedGroupSampler(Sampler):
     "Like `GroupSampler`, split across `num_replicas` processes: process `rank` gets its own whole batches."
     def __init__(self, dataset, samples_per_gpu: int = 1, num_replicas: int | None = None, rank: int | None = None,
@@ -101,27 +103,30 @@ class DistributedGroupSampler(Sampler):
         self.num_samples = int(sum(math.ceil(s / per) * samples_per_gpu for s in self.group_sizes))  # per process
         self.total_size = self.num_samples * num_replicas
 
-    def __iter__(self):
-        g = torch.Generator(); g.manual_seed(self.seed + self.epoch)     # the same permutation on every process
-        spg, per, indices = self.samples_per_gpu, self.samples_per_gpu * self.num_replicas, []
-        for grp, size in enumerate(self.group_sizes):
-            if size == 0:
-                continue
-            idx = np.flatnonzero(self.flag == grp)
-            idx = idx[torch.randperm(int(size), generator=g).numpy()]
-            total = math.ceil(size / per) * per
-            idx = np.resize(idx, total)                                 # repeat the shuffled group to fill up
-            indices.append(idx)
-        if not indices:
-            return iter([])
-        batches = np.concatenate(indices).reshape(-1, spg)
-        batches = batches[torch.randperm(len(batches), generator=g).numpy()]
-        mine = batches[self.rank * (self.num_samples // spg):(self.rank + 1) * (self.num_samples // spg)]
-        return iter(mine.ravel().tolist())
-
     def __len__(self): return self.num_samples
     def set_epoch(self, epoch: int): self.epoch = epoch
 
+# %% ../../nbs/05a_loader.ipynb 13
+@patch
+def __iter__(self: DistributedGroupSampler):
+    g = torch.Generator(); g.manual_seed(self.seed + self.epoch)     # the same permutation on every process
+    spg, per, indices = self.samples_per_gpu, self.samples_per_gpu * self.num_replicas, []
+    for grp, size in enumerate(self.group_sizes):
+        if size == 0:
+            continue
+        idx = np.flatnonzero(self.flag == grp)
+        idx = idx[torch.randperm(int(size), generator=g).numpy()]
+        total = math.ceil(size / per) * per
+        idx = np.resize(idx, total)                                 # repeat the shuffled group to fill up
+        indices.append(idx)
+    if not indices:
+        return iter([])
+    batches = np.concatenate(indices).reshape(-1, spg)
+    batches = batches[torch.randperm(len(batches), generator=g).numpy()]
+    mine = batches[self.rank * (self.num_samples // spg):(self.rank + 1) * (self.num_samples // spg)]
+    return iter(mine.ravel().tolist())
+
+# %% ../../nbs/05a_loader.ipynb 14
 def _dist_info(num_replicas, rank) -> tuple[int, int]:
     "`(num_replicas, rank)`, from torch.distributed where not given."
     if num_replicas is None or rank is None:
@@ -134,14 +139,14 @@ def _dist_info(num_replicas, rank) -> tuple[int, int]:
         raise ValueError(f'rank {rank} is not in [0, {num_replicas})')
     return num_replicas, rank
 
-# %% ../../nbs/05a_loader.ipynb 14
+# %% ../../nbs/05a_loader.ipynb 17
 def worker_init_fn(worker_id: int) -> None:
     "Seed NumPy and `random` in a DataLoader worker from its torch seed (distinct per worker and per epoch)."
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
 
-# %% ../../nbs/05a_loader.ipynb 16
+# %% ../../nbs/05a_loader.ipynb 19
 def build_dataloader(dataset, samples_per_gpu: int, workers_per_gpu: int, num_gpus: int = 1, dist: bool = False,
                      shuffle: bool = True, seed: int | None = None, num_replicas: int | None = None,
                      rank: int | None = None, pin_memory: bool | None = None, persistent_workers: bool = False,
@@ -169,7 +174,7 @@ def build_dataloader(dataset, samples_per_gpu: int, workers_per_gpu: int, num_gp
                       worker_init_fn=worker_init_fn, generator=generator,
                       persistent_workers=persistent_workers and num_workers > 0, **kwargs)
 
-# %% ../../nbs/05a_loader.ipynb 28
+# %% ../../nbs/05a_loader.ipynb 31
 _SKIP = ('DefaultFormatBundle', 'Normalize', 'Collect', 'ImageToTensor', 'ToTensor')
 
 def _strip_pipeline(cfg, skip: Sequence[str]):
@@ -183,6 +188,7 @@ def _strip_pipeline(cfg, skip: Sequence[str]):
         cfg['pipeline'] = [dict(step) for step in cfg['pipeline'] if step['type'] not in skip]
     return cfg
 
+# %% ../../nbs/05a_loader.ipynb 32
 @COMMANDS.register_module(name='browse-dataset')
 def browse_dataset_main(argv: Sequence[str] | None = None) -> int:
     "Write (and show) the training images of a config with their boxes, after the train pipeline."

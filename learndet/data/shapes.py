@@ -32,6 +32,7 @@ def _regular_polygon(n: int, radius: float, angle: float) -> np.ndarray:
     t = angle + 2 * np.pi * np.arange(n) / n
     return np.stack([radius * np.cos(t), radius * np.sin(t)], 1)
 
+# %% ../../nbs/04a_shapes.ipynb 7
 def shape_polygon(name: str, size: float, angle: float = 0., aspect: float = 1.) -> np.ndarray:
     """(k, 2) float vertices (x, y) of shape `name`, centred at 0, about `size` pixels across.
     `angle` rotates (radians); `aspect` stretches x over y (used by 'ellipse' and 'diamond')."""
@@ -60,12 +61,13 @@ def shape_polygon(name: str, size: float, angle: float = 0., aspect: float = 1.)
     c, s = np.cos(angle), np.sin(angle)
     return p @ np.array([[c, s], [-s, c]])   # rotate each row vector by `angle`
 
-# %% ../../nbs/04a_shapes.ipynb 10
+# %% ../../nbs/04a_shapes.ipynb 11
 def _random_color(rng: np.random.Generator, sat=(0.5, 1.), val=(0.55, 1.)) -> np.ndarray:
     "A random RGB colour (3,) uint8 with saturation and value drawn from the given ranges."
     rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*sat), rng.uniform(*val))
     return (np.array(rgb) * 255).round().astype(np.uint8)
 
+# %% ../../nbs/04a_shapes.ipynb 12
 BACKGROUNDS = ('solid', 'gradient', 'stripes', 'checker', 'noise')
 
 def make_background(rng: np.random.Generator, width: int, height: int, kind: str | None = None) -> np.ndarray:
@@ -95,7 +97,7 @@ def make_background(rng: np.random.Generator, width: int, height: int, kind: str
     img = c1 + w[..., None] * (c2 - c1)                                  # (H, W, 3)
     return np.clip(img, 0, 255).astype(np.uint8)
 
-# %% ../../nbs/04a_shapes.ipynb 15
+# %% ../../nbs/04a_shapes.ipynb 17
 def _polygon_area(p: np.ndarray) -> float:
     "Shoelace area of a (k, 2) polygon."
     x, y = p[:, 0], p[:, 1]
@@ -106,6 +108,7 @@ def _inter(a: np.ndarray, b: np.ndarray) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0]); h = min(a[3], b[3]) - max(a[1], b[1])
     return max(w, 0.) * max(h, 0.)
 
+# %% ../../nbs/04a_shapes.ipynb 18
 def render_shapes_image(rng: np.random.Generator, width: int, height: int, classes: Sequence[str] = DEFAULT_CLASSES,
                         max_objects: int = 6, empty_prob: float = 0.1, min_size: float = 8.,
                         max_size: float | None = None, max_occlusion: float = 0.5, noise: float = 12.):
@@ -146,7 +149,7 @@ def render_shapes_image(rng: np.random.Generator, width: int, height: int, class
                polygons=polygons, areas=np.array(areas, np.float32))
     return np.clip(arr, 0, 255).round().astype(np.uint8), ann
 
-# %% ../../nbs/04a_shapes.ipynb 22
+# %% ../../nbs/04a_shapes.ipynb 25
 def _coco_dict(records: list, classes: Sequence[str]) -> dict:
     "COCO 'instances' dict from `(image_id, file_name, width, height, ann)` records."
     images, annotations = [], []
@@ -168,7 +171,7 @@ def _size_wh(img_size) -> tuple[int, int]:
         return int(img_size[0]), int(img_size[1])
     raise ValueError(f'img_size must be an int or a (width, height) pair, got {img_size!r}')
 
-# %% ../../nbs/04a_shapes.ipynb 23
+# %% ../../nbs/04a_shapes.ipynb 26
 def make_shapes(out_dir: str | os.PathLike, num_images: int = 500, img_size: int | tuple[int, int] = 256,
                 classes: Sequence[str] = DEFAULT_CLASSES, seed: int = 0, val_fraction: float = 0.2,
                 max_objects: int = 6, empty_prob: float = 0.1, min_size: float = 8., max_size: float | None = None,
@@ -223,7 +226,7 @@ def make_shapes(out_dir: str | os.PathLike, num_images: int = 500, img_size: int
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
-# %% ../../nbs/04a_shapes.ipynb 31
+# %% ../../nbs/04a_shapes.ipynb 34
 def _params_key(kwargs: dict) -> str:
     return hashlib.sha1(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -231,6 +234,7 @@ def _default_cache_dir() -> Path:
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return Path(base) / 'learndet'
 
+# %% ../../nbs/04a_shapes.ipynb 35
 def _meta_matches(root: Path, kwargs: dict) -> bool:
     try:
         meta = json.loads((root / 'shapes_meta.json').read_text())
@@ -239,6 +243,7 @@ def _meta_matches(root: Path, kwargs: dict) -> bool:
     want = dict(kwargs, img_size=list(_size_wh(kwargs['img_size'])), classes=list(kwargs['classes']))
     return all(meta.get(k) == v for k, v in want.items())
 
+# %% ../../nbs/04a_shapes.ipynb 36
 def get_shapes_dataset(root: str | os.PathLike | None = None, num_images: int = 500,
                        img_size: int | tuple[int, int] = 256, classes: Sequence[str] = DEFAULT_CLASSES,
                        seed: int = 0, **kwargs) -> Path:
@@ -261,7 +266,7 @@ def get_shapes_dataset(root: str | os.PathLike | None = None, num_images: int = 
             return root
         raise
 
-# %% ../../nbs/04a_shapes.ipynb 34
+# %% ../../nbs/04a_shapes.ipynb 39
 from .datasets import CocoDataset
 from ..registry import DATASETS
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from fastcore.basics import patch
 
 from ..core import draw_boxes, show_image, to_tensor
 from ..registry import PIPELINES, build_from_cfg
@@ -63,6 +64,7 @@ def imread(path: str | os.PathLike, channel_order: str = 'bgr', to_float32: bool
     img = img[..., ::-1].copy() if channel_order == 'bgr' else img.copy()
     return img.astype(np.float32) if to_float32 else img
 
+# %% ../../nbs/05_transforms.ipynb 13
 @PIPELINES.register_module()
 class LoadImageFromFile:
     """Read `results['img_prefix'] / results['img_info']['filename']`.
@@ -87,7 +89,7 @@ class LoadImageFromFile:
     def __repr__(self):
         return f'LoadImageFromFile(to_float32={self.to_float32}, channel_order={self.channel_order!r})'
 
-# %% ../../nbs/05_transforms.ipynb 15
+# %% ../../nbs/05_transforms.ipynb 16
 @PIPELINES.register_module()
 class LoadAnnotations:
     """Copy annotations from `results['ann_info']`.
@@ -112,7 +114,7 @@ class LoadAnnotations:
 
     def __repr__(self): return f'LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label})'
 
-# %% ../../nbs/05_transforms.ipynb 17
+# %% ../../nbs/05_transforms.ipynb 18
 def imdenormalize(img: np.ndarray, mean, std, to_rgb: bool = True) -> np.ndarray:
     "Undo `Normalize`: (H, W, 3) float `img` * std + mean, back in the channel order it had before normalizing."
     img = np.asarray(img, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
@@ -131,6 +133,7 @@ def results_to_rgb(results: dict, channel_order: str = 'bgr') -> np.ndarray:
     img = np.clip(img, 0, 255).round().astype(np.uint8)
     return img[..., ::-1] if channel_order == 'bgr' else img
 
+# %% ../../nbs/05_transforms.ipynb 19
 def show_results(results: dict, ax=None, class_names=None, title=None, channel_order: str = 'bgr', **kwargs):
     "Show `results['img']` with `gt_bboxes`/`gt_labels` (and ignored boxes dashed); returns the axis."
     ax = show_image(results_to_rgb(results, channel_order), ax=ax, title=title, **kwargs)
@@ -140,7 +143,7 @@ def show_results(results: dict, ax=None, class_names=None, title=None, channel_o
         draw_boxes(ax, results['gt_bboxes_ignore'], color='white', linestyle='--', linewidth=1)
     return ax
 
-# %% ../../nbs/05_transforms.ipynb 21
+# %% ../../nbs/05_transforms.ipynb 23
 _INTERP = {'nearest': Image.NEAREST, 'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC, 'area': Image.BOX,
            'lanczos': Image.LANCZOS}
 
@@ -163,7 +166,7 @@ def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
     s = min(max(scale) / max(h, w), min(scale) / min(h, w))
     return int(w * s + 0.5), int(h * s + 0.5)
 
-# %% ../../nbs/05_transforms.ipynb 23
+# %% ../../nbs/05_transforms.ipynb 25
 @PIPELINES.register_module()
 class Resize:
     """Resize images and boxes. Uses `results['scale']` if set (by `MultiScaleFlipAug`), else draws one from `img_scale`.
@@ -185,23 +188,27 @@ class Resize:
         self.multiscale_mode, self.ratio_range, self.keep_ratio = multiscale_mode, ratio_range, keep_ratio
         self.bbox_clip_border, self.interpolation, self.override = bbox_clip_border, interpolation, override
 
-    def _random_scale(self) -> tuple[tuple[int, int], int | None]:
-        "Draw `(scale, scale_idx)` from img_scale, multiscale_mode and ratio_range (NumPy's global RNG)."
-        scales = self.img_scale
-        if self.ratio_range is not None:
-            lo, hi = self.ratio_range
-            ratio = np.random.random_sample() * (hi - lo) + lo
-            return (int(scales[0][0] * ratio), int(scales[0][1] * ratio)), None
-        if len(scales) == 1:
-            return scales[0], 0
-        if self.multiscale_mode == 'value':
-            idx = np.random.randint(len(scales))
-            return scales[idx], idx
-        longs, shorts = [max(s) for s in scales], [min(s) for s in scales]
-        return (np.random.randint(min(longs), max(longs) + 1), np.random.randint(min(shorts), max(shorts) + 1)), None
+# %% ../../nbs/05_transforms.ipynb 26
+@patch
+def _random_scale(self: Resize) -> tuple[tuple[int, int], int | None]:
+    "Draw `(scale, scale_idx)` from img_scale, multiscale_mode and ratio_range (NumPy's global RNG)."
+    scales = self.img_scale
+    if self.ratio_range is not None:
+        lo, hi = self.ratio_range
+        ratio = np.random.random_sample() * (hi - lo) + lo
+        return (int(scales[0][0] * ratio), int(scales[0][1] * ratio)), None
+    if len(scales) == 1:
+        return scales[0], 0
+    if self.multiscale_mode == 'value':
+        idx = np.random.randint(len(scales))
+        return scales[idx], idx
+    longs, shorts = [max(s) for s in scales], [min(s) for s in scales]
+    return (np.random.randint(min(longs), max(longs) + 1), np.random.randint(min(shorts), max(shorts) + 1)), None
 
-# %% ../../nbs/05_transforms.ipynb 24
-def _resize_call(self: Resize, results: dict) -> dict:
+# %% ../../nbs/05_transforms.ipynb 27
+@patch
+def __call__(self: Resize, results: dict) -> dict:
+    "Resize `results` (see the class docstring for the keys)."
     if 'scale' not in results or self.override:
         if 'scale_factor' in results and not self.override:      # MultiScaleFlipAug(scale_factor=...) asked for a factor
             h, w = results['img'].shape[:2]
@@ -224,11 +231,12 @@ def _resize_call(self: Resize, results: dict) -> dict:
         results[key] = boxes.astype(np.float32)
     return results
 
-Resize.__call__ = _resize_call
-Resize.__repr__ = lambda self: (f'Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, '
-                                f'ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})')
+@patch
+def __repr__(self: Resize) -> str:
+    return (f'Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, '
+            f'ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})')
 
-# %% ../../nbs/05_transforms.ipynb 28
+# %% ../../nbs/05_transforms.ipynb 31
 from ..boxes import bbox_flip   # chapter 03: boxes are flipped there, for tensors and arrays alike
 
 def imflip(img: np.ndarray, direction: str = 'horizontal') -> np.ndarray:
@@ -236,7 +244,7 @@ def imflip(img: np.ndarray, direction: str = 'horizontal') -> np.ndarray:
     axes = {'horizontal': (1,), 'vertical': (0,), 'diagonal': (0, 1)}[direction]
     return np.ascontiguousarray(np.flip(img, axes))
 
-# %% ../../nbs/05_transforms.ipynb 30
+# %% ../../nbs/05_transforms.ipynb 33
 @PIPELINES.register_module()
 class RandomFlip:
     """Flip images and boxes with probability `flip_ratio` (a float, or a list matching `direction`).
@@ -253,30 +261,34 @@ class RandomFlip:
                 raise ValueError(f"RandomFlip: unknown direction {d!r}")
         self.flip_ratio, self.direction = flip_ratio, dirs
 
-    def _choose(self):
-        "A direction, or None for no flip."
-        if self.flip_ratio is None:
-            return None
-        ratios = list(self.flip_ratio) if isinstance(self.flip_ratio, (list, tuple)) \
-            else [self.flip_ratio / len(self.direction)] * len(self.direction)
-        choice = np.random.choice(len(ratios) + 1, p=ratios + [1 - sum(ratios)])
-        return self.direction[choice] if choice < len(ratios) else None
-
-    def __call__(self, results: dict) -> dict:
-        if 'flip' not in results:
-            d = self._choose()
-            results['flip'], results['flip_direction'] = d is not None, d
-        results.setdefault('flip_direction', self.direction[0] if results['flip'] else None)
-        if results['flip']:
-            for key in results.get('img_fields', ['img']):
-                results[key] = imflip(results[key], results['flip_direction'])
-            for key in results.get('bbox_fields', []):
-                results[key] = bbox_flip(results[key], results['img_shape'], results['flip_direction'])
-        return results
-
     def __repr__(self): return f'RandomFlip(flip_ratio={self.flip_ratio}, direction={self.direction})'
 
+# %% ../../nbs/05_transforms.ipynb 34
+@patch
+def _choose(self: RandomFlip):
+    "A direction, or None for no flip."
+    if self.flip_ratio is None:
+        return None
+    ratios = list(self.flip_ratio) if isinstance(self.flip_ratio, (list, tuple)) \
+        else [self.flip_ratio / len(self.direction)] * len(self.direction)
+    choice = np.random.choice(len(ratios) + 1, p=ratios + [1 - sum(ratios)])
+    return self.direction[choice] if choice < len(ratios) else None
+
 # %% ../../nbs/05_transforms.ipynb 35
+@patch
+def __call__(self: RandomFlip, results: dict) -> dict:
+    if 'flip' not in results:
+        d = self._choose()
+        results['flip'], results['flip_direction'] = d is not None, d
+    results.setdefault('flip_direction', self.direction[0] if results['flip'] else None)
+    if results['flip']:
+        for key in results.get('img_fields', ['img']):
+            results[key] = imflip(results[key], results['flip_direction'])
+        for key in results.get('bbox_fields', []):
+            results[key] = bbox_flip(results[key], results['img_shape'], results['flip_direction'])
+    return results
+
+# %% ../../nbs/05_transforms.ipynb 40
 @PIPELINES.register_module()
 class Normalize:
     "`(img - mean) / std` per channel, after BGR -> RGB if `to_rgb`. Adds: img_norm_cfg. Updates: img fields (float32)."
@@ -301,6 +313,7 @@ class Normalize:
 
     def __repr__(self): return f'Normalize(mean={self.mean.tolist()}, std={self.std.tolist()}, to_rgb={self.to_rgb})'
 
+# %% ../../nbs/05_transforms.ipynb 41
 def impad(img: np.ndarray, shape: tuple[int, int], pad_val: float = 0) -> np.ndarray:
     "Pad an (H, W, ...) image at the bottom and right to `shape` = (h, w) with `pad_val`."
     h, w = img.shape[:2]
@@ -312,6 +325,7 @@ def impad(img: np.ndarray, shape: tuple[int, int], pad_val: float = 0) -> np.nda
     out[:h, :w] = img
     return out
 
+# %% ../../nbs/05_transforms.ipynb 42
 @PIPELINES.register_module()
 class Pad:
     """Pad images at the bottom/right to `size` (h, w) or to multiples of `size_divisor` (optionally square first).
@@ -337,7 +351,7 @@ class Pad:
 
     def __repr__(self): return f'Pad(size={self.size}, size_divisor={self.size_divisor}, pad_to_square={self.pad_to_square})'
 
-# %% ../../nbs/05_transforms.ipynb 38
+# %% ../../nbs/05_transforms.ipynb 45
 def bgr2hsv(img: np.ndarray) -> np.ndarray:
     "(H, W, 3) float BGR -> HSV: hue in degrees [0, 360), saturation in [0, 1], value = max channel."
     b, g, r = img[..., 0], img[..., 1], img[..., 2]
@@ -358,7 +372,7 @@ def hsv2bgr(hsv: np.ndarray) -> np.ndarray:
     r = np.choose(i, [v, q, p, p, t, v]); g = np.choose(i, [t, v, v, q, p, p]); b = np.choose(i, [p, p, t, v, v, q])
     return np.stack([b, g, r], -1).astype(np.float32)
 
-# %% ../../nbs/05_transforms.ipynb 41
+# %% ../../nbs/05_transforms.ipynb 48
 @PIPELINES.register_module()
 class PhotoMetricDistortion:
     """Random brightness, contrast, saturation, hue and channel swap (each with probability 1/2) on a float32 image.
@@ -369,38 +383,42 @@ class PhotoMetricDistortion:
         self.contrast_lower, self.contrast_upper = contrast_range
         self.saturation_lower, self.saturation_upper = saturation_range
 
-    def __call__(self, results: dict) -> dict:
-        img = results['img'].astype(np.float32)
-        if np.random.randint(2):                                               # 1. brightness
-            img = img + np.random.uniform(-self.brightness_delta, self.brightness_delta)
-        contrast_first = np.random.randint(2)
-        if contrast_first and np.random.randint(2):                            # 2. contrast (first)
-            img = img * np.random.uniform(self.contrast_lower, self.contrast_upper)
-        sat = np.random.uniform(self.saturation_lower, self.saturation_upper) if np.random.randint(2) else None
-        hue = np.random.uniform(-self.hue_delta, self.hue_delta) if np.random.randint(2) else None
-        if sat is not None or hue is not None:                                 # HSV round trip only when needed
-            hsv = bgr2hsv(img)
-            if sat is not None:                                                # 3. saturation
-                hsv[..., 1] *= sat
-            if hue is not None:                                                # 4. hue
-                hsv[..., 0] = (hsv[..., 0] + hue) % 360
-            img = hsv2bgr(hsv)
-        if not contrast_first and np.random.randint(2):                        # 2. contrast (last)
-            img = img * np.random.uniform(self.contrast_lower, self.contrast_upper)
-        if np.random.randint(2):                                               # 5. channel permutation
-            img = img[..., np.random.permutation(3)]
-        results['img'] = np.ascontiguousarray(img, dtype=np.float32)
-        return results
+# %% ../../nbs/05_transforms.ipynb 49
+@patch
+def __call__(self: PhotoMetricDistortion, results: dict) -> dict:
+    img = results['img'].astype(np.float32)
+    if np.random.randint(2):                                               # 1. brightness
+        img = img + np.random.uniform(-self.brightness_delta, self.brightness_delta)
+    contrast_first = np.random.randint(2)
+    if contrast_first and np.random.randint(2):                            # 2. contrast (first)
+        img = img * np.random.uniform(self.contrast_lower, self.contrast_upper)
+    sat = np.random.uniform(self.saturation_lower, self.saturation_upper) if np.random.randint(2) else None
+    hue = np.random.uniform(-self.hue_delta, self.hue_delta) if np.random.randint(2) else None
+    if sat is not None or hue is not None:                                 # HSV round trip only when needed
+        hsv = bgr2hsv(img)
+        if sat is not None:                                                # 3. saturation
+            hsv[..., 1] *= sat
+        if hue is not None:                                                # 4. hue
+            hsv[..., 0] = (hsv[..., 0] + hue) % 360
+        img = hsv2bgr(hsv)
+    if not contrast_first and np.random.randint(2):                        # 2. contrast (last)
+        img = img * np.random.uniform(self.contrast_lower, self.contrast_upper)
+    if np.random.randint(2):                                               # 5. channel permutation
+        img = img[..., np.random.permutation(3)]
+    results['img'] = np.ascontiguousarray(img, dtype=np.float32)
+    return results
 
-    def __repr__(self):
-        return (f'PhotoMetricDistortion(brightness_delta={self.brightness_delta}, contrast_range=({self.contrast_lower}, '
-                f'{self.contrast_upper}), saturation_range=({self.saturation_lower}, {self.saturation_upper}), '
-                f'hue_delta={self.hue_delta})')
+# %% ../../nbs/05_transforms.ipynb 50
+@patch
+def __repr__(self: PhotoMetricDistortion):
+    return (f'PhotoMetricDistortion(brightness_delta={self.brightness_delta}, contrast_range=({self.contrast_lower}, '
+            f'{self.contrast_upper}), saturation_range=({self.saturation_lower}, {self.saturation_upper}), '
+            f'hue_delta={self.hue_delta})')
 
-# %% ../../nbs/05_transforms.ipynb 44
+# %% ../../nbs/05_transforms.ipynb 53
 from ..boxes import bbox_overlaps_np
 
-# %% ../../nbs/05_transforms.ipynb 45
+# %% ../../nbs/05_transforms.ipynb 54
 _BBOX2LABEL = {'gt_bboxes': 'gt_labels', 'gt_bboxes_ignore': 'gt_labels_ignore'}
 
 def _crop_boxes(results: dict, patch: np.ndarray, clip: bool, keep_fn) -> None:
@@ -416,7 +434,7 @@ def _crop_boxes(results: dict, patch: np.ndarray, clip: bool, keep_fn) -> None:
         if label_key in results:
             results[label_key] = results[label_key][keep]
 
-# %% ../../nbs/05_transforms.ipynb 47
+# %% ../../nbs/05_transforms.ipynb 56
 @PIPELINES.register_module()
 class Expand:
     "Zoom out: paste the image on a canvas `ratio` times larger filled with `mean`. Updates: img, img_shape, bbox fields."
@@ -441,6 +459,7 @@ class Expand:
 
     def __repr__(self): return f'Expand(mean={self.mean[::-1] if self.to_rgb else self.mean}, ratio_range={self.ratio_range}, prob={self.prob})'
 
+# %% ../../nbs/05_transforms.ipynb 57
 @PIPELINES.register_module()
 class MinIoURandomCrop:
     """Zoom in: a random crop whose IoU with every GT box is at least a `min_ious` value drawn each time.
@@ -449,37 +468,39 @@ class MinIoURandomCrop:
         self.min_ious, self.min_crop_size, self.bbox_clip_border = tuple(min_ious), min_crop_size, bbox_clip_border
         self.sample_mode = (1, *self.min_ious)      # 1 means "return the image uncropped"
 
-    def __call__(self, results: dict) -> dict:
-        img = results['img']
-        h, w = img.shape[:2]
-        boxes = results.get('gt_bboxes', np.zeros((0, 4), np.float32))
-        while True:
-            mode = self.sample_mode[np.random.randint(len(self.sample_mode))]
-            if mode == 1:
-                return results
-            for _ in range(50):
-                new_w, new_h = np.random.uniform(self.min_crop_size * w, w), np.random.uniform(self.min_crop_size * h, h)
-                if not 0.5 <= new_h / new_w <= 2:           # keep the crop's aspect ratio reasonable
-                    continue
-                left, top = np.random.uniform(w - new_w), np.random.uniform(h - new_h)
-                patch = np.array([int(left), int(top), int(left + new_w), int(top + new_h)])
-                if patch[2] == patch[0] or patch[3] == patch[1]:
-                    continue
-                if len(boxes) and bbox_overlaps_np(patch[None], boxes).min() < mode:
-                    continue
-                def centre_in(old, new, p=patch):
-                    c = (old[:, :2] + old[:, 2:]) / 2
-                    return (c[:, 0] > p[0]) & (c[:, 1] > p[1]) & (c[:, 0] < p[2]) & (c[:, 1] < p[3])
-                if len(boxes) and not centre_in(boxes, None).any():
-                    continue
-                _crop_boxes(results, patch, self.bbox_clip_border, centre_in)
-                results['img'] = np.ascontiguousarray(img[patch[1]:patch[3], patch[0]:patch[2]])
-                results['img_shape'] = results['img'].shape
-                return results
-
     def __repr__(self): return f'MinIoURandomCrop(min_ious={self.min_ious}, min_crop_size={self.min_crop_size})'
 
-# %% ../../nbs/05_transforms.ipynb 48
+# %% ../../nbs/05_transforms.ipynb 58
+@patch
+def __call__(self: MinIoURandomCrop, results: dict) -> dict:
+    img = results['img']
+    h, w = img.shape[:2]
+    boxes = results.get('gt_bboxes', np.zeros((0, 4), np.float32))
+    while True:
+        mode = self.sample_mode[np.random.randint(len(self.sample_mode))]
+        if mode == 1:
+            return results
+        for _ in range(50):
+            new_w, new_h = np.random.uniform(self.min_crop_size * w, w), np.random.uniform(self.min_crop_size * h, h)
+            if not 0.5 <= new_h / new_w <= 2:           # keep the crop's aspect ratio reasonable
+                continue
+            left, top = np.random.uniform(w - new_w), np.random.uniform(h - new_h)
+            patch = np.array([int(left), int(top), int(left + new_w), int(top + new_h)])
+            if patch[2] == patch[0] or patch[3] == patch[1]:
+                continue
+            if len(boxes) and bbox_overlaps_np(patch[None], boxes).min() < mode:
+                continue
+            def centre_in(old, new, p=patch):
+                c = (old[:, :2] + old[:, 2:]) / 2
+                return (c[:, 0] > p[0]) & (c[:, 1] > p[1]) & (c[:, 0] < p[2]) & (c[:, 1] < p[3])
+            if len(boxes) and not centre_in(boxes, None).any():
+                continue
+            _crop_boxes(results, patch, self.bbox_clip_border, centre_in)
+            results['img'] = np.ascontiguousarray(img[patch[1]:patch[3], patch[0]:patch[2]])
+            results['img_shape'] = results['img'].shape
+            return results
+
+# %% ../../nbs/05_transforms.ipynb 59
 @PIPELINES.register_module()
 class RandomCrop:
     """Crop a random window of `crop_size` (h, w) — 'absolute', 'absolute_range', 'relative' or 'relative_range'.
@@ -494,34 +515,38 @@ class RandomCrop:
         self.crop_size, self.crop_type = tuple(crop_size), crop_type
         self.allow_negative_crop, self.bbox_clip_border = allow_negative_crop, bbox_clip_border
 
-    def _get_crop_size(self, h: int, w: int) -> tuple[int, int]:
-        c = self.crop_size
-        if self.crop_type == 'absolute':
-            return min(c[0], h), min(c[1], w)
-        if self.crop_type == 'absolute_range':
-            return np.random.randint(min(h, c[0]), min(h, c[1]) + 1), np.random.randint(min(w, c[0]), min(w, c[1]) + 1)
-        rel = np.asarray(c, np.float64)
-        if self.crop_type == 'relative_range':
-            rel = rel + np.random.rand(2) * (1 - rel)
-        return int(h * rel[0] + 0.5), int(w * rel[1] + 0.5)
-
-    def __call__(self, results: dict) -> dict | None:
-        img = results['img']
-        h, w = img.shape[:2]
-        crop_h, crop_w = self._get_crop_size(h, w)
-        top, left = np.random.randint(0, h - crop_h + 1), np.random.randint(0, w - crop_w + 1)
-        had_boxes = len(results.get('gt_bboxes', ())) > 0
-        valid = lambda old, new: (new[:, 2] > new[:, 0]) & (new[:, 3] > new[:, 1])
-        _crop_boxes(results, np.array([left, top, left + crop_w, top + crop_h]), self.bbox_clip_border, valid)
-        if had_boxes and len(results['gt_bboxes']) == 0 and not self.allow_negative_crop:
-            return None
-        results['img'] = np.ascontiguousarray(img[top:top + crop_h, left:left + crop_w])
-        results['img_shape'] = results['img'].shape
-        return results
-
     def __repr__(self): return f'RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r})'
 
-# %% ../../nbs/05_transforms.ipynb 53
+# %% ../../nbs/05_transforms.ipynb 60
+@patch
+def _get_crop_size(self: RandomCrop, h: int, w: int) -> tuple[int, int]:
+    c = self.crop_size
+    if self.crop_type == 'absolute':
+        return min(c[0], h), min(c[1], w)
+    if self.crop_type == 'absolute_range':
+        return np.random.randint(min(h, c[0]), min(h, c[1]) + 1), np.random.randint(min(w, c[0]), min(w, c[1]) + 1)
+    rel = np.asarray(c, np.float64)
+    if self.crop_type == 'relative_range':
+        rel = rel + np.random.rand(2) * (1 - rel)
+    return int(h * rel[0] + 0.5), int(w * rel[1] + 0.5)
+
+# %% ../../nbs/05_transforms.ipynb 61
+@patch
+def __call__(self: RandomCrop, results: dict) -> dict | None:
+    img = results['img']
+    h, w = img.shape[:2]
+    crop_h, crop_w = self._get_crop_size(h, w)
+    top, left = np.random.randint(0, h - crop_h + 1), np.random.randint(0, w - crop_w + 1)
+    had_boxes = len(results.get('gt_bboxes', ())) > 0
+    valid = lambda old, new: (new[:, 2] > new[:, 0]) & (new[:, 3] > new[:, 1])
+    _crop_boxes(results, np.array([left, top, left + crop_w, top + crop_h]), self.bbox_clip_border, valid)
+    if had_boxes and len(results['gt_bboxes']) == 0 and not self.allow_negative_crop:
+        return None
+    results['img'] = np.ascontiguousarray(img[top:top + crop_h, left:left + crop_w])
+    results['img_shape'] = results['img'].shape
+    return results
+
+# %% ../../nbs/05_transforms.ipynb 66
 @PIPELINES.register_module()
 class DefaultFormatBundle:
     """img -> (3, H, W) tensor (float32 if `img_to_float`); proposals, gt_bboxes, gt_bboxes_ignore, gt_labels -> tensors.
@@ -549,6 +574,7 @@ class DefaultFormatBundle:
 
     def __repr__(self): return f'DefaultFormatBundle(img_to_float={self.img_to_float})'
 
+# %% ../../nbs/05_transforms.ipynb 67
 @PIPELINES.register_module()
 class ImageToTensor:
     "Each `keys` image (H, W, C) -> tensor (C, H, W). Updates: keys."
@@ -561,6 +587,7 @@ class ImageToTensor:
         return results
     def __repr__(self): return f'ImageToTensor(keys={self.keys})'
 
+# %% ../../nbs/05_transforms.ipynb 68
 @PIPELINES.register_module()
 class ToTensor:
     "Each `keys` value -> tensor with `to_tensor`. Updates: keys."
@@ -571,6 +598,7 @@ class ToTensor:
         return results
     def __repr__(self): return f'ToTensor(keys={self.keys})'
 
+# %% ../../nbs/05_transforms.ipynb 69
 @PIPELINES.register_module()
 class Collect:
     "Keep `keys` and put `meta_keys` into `img_metas` (a dict). Returns a new dict {img_metas, *keys}."
@@ -590,7 +618,7 @@ class Collect:
 
     def __repr__(self): return f'Collect(keys={self.keys}, meta_keys={self.meta_keys})'
 
-# %% ../../nbs/05_transforms.ipynb 56
+# %% ../../nbs/05_transforms.ipynb 72
 @PIPELINES.register_module()
 class MultiScaleFlipAug:
     """Run `transforms` for every scale in `img_scale` (or factor in `scale_factor`) and, if `flip`, every flip direction.

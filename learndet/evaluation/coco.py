@@ -63,6 +63,7 @@ def gt_to_arrays(gt: dict) -> dict:
                 iscrowd=np.array([bool(a.get('iscrowd', 0)) for a in anns], bool).reshape(n),
                 id=np.array([a['id'] for a in anns], np.int64).reshape(n))
 
+# %% ../../nbs/17a_coco_eval.ipynb 22
 def dets_to_arrays(dets) -> dict:
     "Detections -> arrays image_id, category_id, bbox (n, 4) xywh, score (results order kept)."
     if isinstance(dets, (str, Path)):
@@ -87,7 +88,7 @@ def dets_to_arrays(dets) -> dict:
         raise ValueError(f'coco_eval: every detection bbox must be [x, y, w, h] ({e})') from None
     return out
 
-# %% ../../nbs/17a_coco_eval.ipynb 25
+# %% ../../nbs/17a_coco_eval.ipynb 26
 def box_iou_xywh(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     """IoU of row-aligned xywh boxes d (P, 4) and g (P, 4) -> (P,) float64; for a crowd GT the union is the
     detection's area. Same operations as pycocotools' C code, so bit-for-bit equal."""
@@ -99,7 +100,7 @@ def box_iou_xywh(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     ok = (w > 0) & (h > 0)
     return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
-# %% ../../nbs/17a_coco_eval.ipynb 29
+# %% ../../nbs/17a_coco_eval.ipynb 30
 def group_pairs(d_grp: np.ndarray, g_grp: np.ndarray, n_groups: int, max_pairs: int = 4_000_000):
     """Yield (det_idx, gt_idx) arrays listing every det/GT pair of the same group, in chunks of about
     `max_pairs`. `g_grp` must be sorted; within a det, GTs come in their sorted order."""
@@ -115,12 +116,13 @@ def group_pairs(d_grp: np.ndarray, g_grp: np.ndarray, n_groups: int, max_pairs: 
         yield det, np.repeat(g_start[d_grp[lo:hi]], c) + offset
         lo = hi
 
-# %% ../../nbs/17a_coco_eval.ipynb 34
+# %% ../../nbs/17a_coco_eval.ipynb 35
 def _ranks(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Index of each id in the sorted `table`, and whether it is there."
     r = np.minimum(np.searchsorted(table, ids), max(len(table) - 1, 0))
     return r, (table[r] == ids) if len(table) else np.zeros(len(ids), bool)
 
+# %% ../../nbs/17a_coco_eval.ipynb 36
 def prepare_arrays(g: dict, d: dict, img_ids, cat_ids, area_ranges, max_det: int, min_iou: float,
                    gt_ignore=None, use_cats: bool = True) -> dict:
     "Sort, filter and pair GT/detection arrays for matching (see the chapter)."
@@ -159,7 +161,7 @@ def prepare_arrays(g: dict, d: dict, img_ids, cat_ids, area_ranges, max_det: int
     pairs = dict(det=np.concatenate(pd), gt=np.concatenate(pg), iou=np.concatenate(piou))
     return dict(gt=gt, det=det, pairs=pairs, K=K)
 
-# %% ../../nbs/17a_coco_eval.ipynb 39
+# %% ../../nbs/17a_coco_eval.ipynb 41
 def match_detections(prep: dict, iou_thrs: np.ndarray, max_det: int, return_matches: bool = False) -> dict:
     """COCO greedy matching for all groups, IoU thresholds and area ranges at once. Returns is_tp, is_fp
     (A, T, D) in accumulation order `order` (D,), and optionally `matches` (D, T, A) GT row or -1."""
@@ -204,7 +206,7 @@ def match_detections(prep: dict, iou_thrs: np.ndarray, max_det: int, return_matc
             if return_matches: matches[dets_r] = np.where(hit, g_best, -1)
     return dict(is_tp=is_tp, is_fp=is_fp, order=order, matches=matches)
 
-# %% ../../nbs/17a_coco_eval.ipynb 44
+# %% ../../nbs/17a_coco_eval.ipynb 46
 def min_tp_counts(n_pos: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
     "Smallest count c with float(c / n_pos) >= r, for each n_pos (any shape) and each r: (..., R) int64."
     n = np.maximum(np.asarray(n_pos), 1)[..., None].astype(np.float64)
@@ -212,7 +214,7 @@ def min_tp_counts(n_pos: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
     for _ in range(3): c = c + (c / n < rec_thrs)                        # at most off by one or two: step up
     return c.astype(np.int64)
 
-# %% ../../nbs/17a_coco_eval.ipynb 47
+# %% ../../nbs/17a_coco_eval.ipynb 49
 def segmented_suffix_max(values: np.ndarray, seg_id: np.ndarray) -> np.ndarray:
     "Max of `values[i:]` within each run of equal, non-decreasing `seg_id`; exact (works on value ranks)."
     if len(values) == 0: return values.copy()
@@ -220,7 +222,7 @@ def segmented_suffix_max(values: np.ndarray, seg_id: np.ndarray) -> np.ndarray:
     off = (seg_id.max() - seg_id).astype(np.int64) * len(uniq)           # earlier segments: larger offsets
     return uniq[np.maximum.accumulate((off + rank)[::-1])[::-1] - off]
 
-# %% ../../nbs/17a_coco_eval.ipynb 49
+# %% ../../nbs/17a_coco_eval.ipynb 51
 def accumulate_pr(prep: dict, mt: dict, n_cats: int, iou_thrs, rec_thrs, max_dets) -> tuple[np.ndarray, ...]:
     "precision (T, R, K, A, M), recall (T, K, A, M) and scores (T, R, K, A, M) from the matching flags."
     gt, det = prep['gt'], prep['det']
@@ -261,7 +263,7 @@ def accumulate_pr(prep: dict, mt: dict, n_cats: int, iou_thrs, rec_thrs, max_det
             recall[:, :, a, m] = np.where(has_gt[None], n_tp / np.maximum(n_pos[:, a], 1)[None], -1)
     return precision, recall, scores
 
-# %% ../../nbs/17a_coco_eval.ipynb 52
+# %% ../../nbs/17a_coco_eval.ipynb 54
 def summarize(precision: np.ndarray, recall: np.ndarray, iou_thrs, max_dets, area_labels=COCO_AREA_LABELS) -> np.ndarray:
     "pycocotools' 12 summary stats (see COCO_STAT_NAMES) from precision (T,R,K,A,M) and recall (T,K,A,M)."
     iou_thrs = np.asarray(iou_thrs)
@@ -278,6 +280,7 @@ def summarize(precision: np.ndarray, recall: np.ndarray, iou_thrs, max_dets, are
                      stat(0, max_det=max_dets[0]), stat(0, max_det=max_dets[1] if len(max_dets) > 1 else md), stat(0, max_det=md),
                      stat(0, area='small', max_det=md), stat(0, area='medium', max_det=md), stat(0, area='large', max_det=md)])
 
+# %% ../../nbs/17a_coco_eval.ipynb 55
 def format_coco_stats(stats, max_dets=(1, 10, 100)) -> str:
     "The summary as pycocotools prints it."
     md = max_dets[2] if len(max_dets) > 2 else max_dets[-1]
@@ -288,7 +291,7 @@ def format_coco_stats(stats, max_dets=(1, 10, 100)) -> str:
     return '\n'.join(f" {'Average Precision' if ap else 'Average Recall':<18} {'(AP)' if ap else '(AR)'} @[ IoU={iou:<9} | "
                      f"area={area:>6s} | maxDets={m:>3d} ] = {s:0.3f}" for (ap, iou, area, m), s in zip(rows, stats))
 
-# %% ../../nbs/17a_coco_eval.ipynb 55
+# %% ../../nbs/17a_coco_eval.ipynb 58
 def coco_eval(gt, dets, iou_type: str = 'bbox', img_ids=None, cat_ids=None, iou_thrs=None,
               max_dets=(1, 10, 100), area_ranges=None, use_cats: bool = True, gt_ignore=None,
               return_matches: bool = False) -> dict:
@@ -330,7 +333,7 @@ def coco_eval(gt, dets, iou_type: str = 'bbox', img_ids=None, cat_ids=None, iou_
                               gt_ignore=prep['gt']['ignore'], use_cats=use_cats)
     return out
 
-# %% ../../nbs/17a_coco_eval.ipynb 64
+# %% ../../nbs/17a_coco_eval.ipynb 67
 def _run_cocoeval(gt: dict, dets: list, img_ids: list, proposal: bool, iou_thrs, proposal_nums, logger) -> tuple:
     "pycocotools' COCOeval of `dets` against `gt` (class-agnostic for proposals): its 12 stats and precision array."
     coco_gt = COCO()
@@ -351,7 +354,7 @@ def _run_cocoeval(gt: dict, dets: list, img_ids: list, proposal: bool, iou_thrs,
         print(summary.getvalue().rstrip())
     return list(ev.stats), ev.eval['precision']
 
-# %% ../../nbs/17a_coco_eval.ipynb 65
+# %% ../../nbs/17a_coco_eval.ipynb 68
 _BBOX_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
 _PROPOSAL_ITEMS = ('AR@{0}', 'AR@{1}', 'AR@{2}', 'AR_s@{2}', 'AR_m@{2}', 'AR_l@{2}')
 
@@ -370,7 +373,7 @@ def _proposal_metrics(stats, proposal_nums, metric_items) -> dict:
     names = [f.format(*proposal_nums) for f in _PROPOSAL_ITEMS]
     return {name: float(f'{stats[6 + i]:.3f}') for i, name in enumerate(names) if metric_items is None or name in metric_items}
 
-# %% ../../nbs/17a_coco_eval.ipynb 66
+# %% ../../nbs/17a_coco_eval.ipynb 69
 @patch
 def evaluate(self: CocoDataset, results: list, metric='bbox', logger=None, jsonfile_prefix=None, classwise: bool = False,
              proposal_nums=(100, 300, 1000), iou_thrs=None, metric_items=None, backend: str = 'pycocotools') -> dict:
@@ -402,7 +405,7 @@ def evaluate(self: CocoDataset, results: list, metric='bbox', logger=None, jsonf
                    else _proposal_metrics(stats, proposal_nums, metric_items))
     return out
 
-# %% ../../nbs/17a_coco_eval.ipynb 74
+# %% ../../nbs/17a_coco_eval.ipynb 77
 def synthetic_coco(num_images: int = 100, dets_per_image: int = 100, num_classes: int = 80, gts_per_image: float = 7,
                    img_size: int = 640, crowd_frac: float = 0.01, seed: int = 0) -> tuple[dict, list]:
     "A random COCO gt dict and results list of realistic shape (for tests and benchmarks); deterministic by seed."
@@ -437,7 +440,7 @@ def synthetic_coco(num_images: int = 100, dets_per_image: int = 100, num_classes
             for i in range(D)]
     return dict(images=images, annotations=anns, categories=categories), dets
 
-# %% ../../nbs/17a_coco_eval.ipynb 85
+# %% ../../nbs/17a_coco_eval.ipynb 88
 import matplotlib.pyplot as plt
 
 def _index(values, value, what: str) -> int:
@@ -446,6 +449,7 @@ def _index(values, value, what: str) -> int:
         if (isinstance(v, str) and v == value) or (not isinstance(v, str) and np.isclose(v, value)): return i
     raise ValueError(f'{what}={value!r} is not among the evaluated {values}')
 
+# %% ../../nbs/17a_coco_eval.ipynb 89
 def plot_pr_curves(res: dict, cat: int | None = None, iou_thrs=(0.5, 0.75, 0.95), area: str = 'all', max_dets: int = 100,
                    ax=None, class_names=None):
     "Plot the 101-point PR envelopes of class index `cat` (None: mean over classes) at each IoU threshold; return ax."
@@ -464,7 +468,7 @@ def plot_pr_curves(res: dict, cat: int | None = None, iou_thrs=(0.5, 0.75, 0.95)
     ax.legend(loc='lower left', fontsize=8); ax.grid(alpha=.3)
     return ax
 
-# %% ../../nbs/17a_coco_eval.ipynb 89
+# %% ../../nbs/17a_coco_eval.ipynb 93
 ERROR_TYPES = ('C75', 'C50', 'Loc', 'Sim', 'Oth', 'BG', 'FN')
 
 def coco_error_analysis(gt, dets, area_ranges=None, max_det: int = 100) -> dict:
@@ -493,7 +497,7 @@ def coco_error_analysis(gt, dets, area_ranges=None, max_det: int = 100) -> dict:
     ps[6] = 1.                                                                          # FN: 1 everywhere
     return dict(precision=ps, ap=ps.mean(1), names=ERROR_TYPES, cat_ids=cat_ids, rec_thrs=rec_thrs, area_labels=p['area_labels'])
 
-# %% ../../nbs/17a_coco_eval.ipynb 94
+# %% ../../nbs/17a_coco_eval.ipynb 98
 ERROR_COLORS = ((.31, .51, .74), (.75, .31, .30), (.86, .6, 0.), (.6, .6, .6), (.35, .7, .2), (.1, .5, .6), (1., .6, 0.))
 
 def plot_error_breakdown(ea: dict, cat: int | None = None, area: str = 'all', ax=None, title: str | None = None):
@@ -511,7 +515,7 @@ def plot_error_breakdown(ea: dict, cat: int | None = None, area: str = 'all', ax
     ax.legend(loc='lower left', fontsize=8)
     return ax
 
-# %% ../../nbs/17a_coco_eval.ipynb 98
+# %% ../../nbs/17a_coco_eval.ipynb 102
 def pr_curve(res: dict, cat: int = 0, iou_thr: float = 0.5, area: str = 'all', max_dets: int = 100) -> dict:
     """The full PR curve of class index `cat` from `coco_eval(..., return_matches=True)`: dict(recall, precision,
     envelope, scores, tp, det_rows (rows of the detection arrays, in curve order), n_pos, ap (COCO 101-point))."""
@@ -541,13 +545,14 @@ def pr_curve(res: dict, cat: int = 0, iou_thr: float = 0.5, area: str = 'all', m
     return dict(recall=recall, precision=precision, envelope=envelope, scores=d['score'][rows[sel][order]], tp=tp,
                 det_rows=rows[sel][order], match=match[order], n_pos=n_pos, ap=float(ap_row.mean()) if (ap_row > -1).all() else -1.)
 
+# %% ../../nbs/17a_coco_eval.ipynb 103
 def operating_point(curve: dict, recall: float) -> dict:
     "Where the curve first reaches `recall`: score threshold, precision (envelope) and index; None values if never."
     i = int(np.searchsorted(curve['recall'], recall, side='left'))
     if i >= len(curve['recall']): return dict(index=None, score=None, precision=None, recall=recall)
     return dict(index=i, score=float(curve['scores'][i]), precision=float(curve['envelope'][i]), recall=float(curve['recall'][i]))
 
-# %% ../../nbs/17a_coco_eval.ipynb 103
+# %% ../../nbs/17a_coco_eval.ipynb 108
 from PIL import Image
 
 def _load_image(info: dict, img_prefix) -> np.ndarray:
@@ -555,6 +560,7 @@ def _load_image(info: dict, img_prefix) -> np.ndarray:
         return np.asarray(Image.open(Path(img_prefix) / info['file_name']).convert('RGB'))
     return np.full((int(info.get('height', 256)), int(info.get('width', 256)), 3), 235, np.uint8)
 
+# %% ../../nbs/17a_coco_eval.ipynb 109
 def pr_widget_update(res: dict, cat: int = 0, iou_thr: float = 0.5, area: str = 'all', max_dets: int = 100,
                      recall: float = 0.5, image_id=None, img_prefix=None, class_names=None, fig=None) -> dict:
     """Draw the PR panel and one image's TP/FP/FN boxes at the score threshold reaching `recall` on `fig` (2 axes;
@@ -599,7 +605,7 @@ def pr_widget_update(res: dict, cat: int = 0, iou_thr: float = 0.5, area: str = 
     ax_img.set_title(f'image {image_id}: {counts["tp"]} TP (green), {counts["fp"]} FP (red), {counts["fn"]} FN (orange)', fontsize=9)
     return dict(fig=fig, curve=curve, point=point, counts=counts, image_id=image_id)
 
-# %% ../../nbs/17a_coco_eval.ipynb 108
+# %% ../../nbs/17a_coco_eval.ipynb 114
 def pr_widget(res: dict, img_prefix=None, class_names=None):
     "Interactive PR explorer (ipywidgets) over `coco_eval(..., return_matches=True)` results; returns the widget box."
     import ipywidgets as W

@@ -54,6 +54,7 @@ def average_precision(recalls: np.ndarray, precisions: np.ndarray, mode: str = '
 def _box_areas(bboxes: np.ndarray, extra: float) -> np.ndarray:
     return (bboxes[:, 2] - bboxes[:, 0] + extra) * (bboxes[:, 3] - bboxes[:, 1] + extra)
 
+# %% ../../nbs/17_evaluation.ipynb 30
 def tpfp_default(det_bboxes: np.ndarray, gt_bboxes: np.ndarray, gt_bboxes_ignore: np.ndarray | None = None,
                  iou_thr: float = 0.5, area_ranges: list | None = None, use_legacy_coordinate: bool = False,
                  **kwargs) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +93,7 @@ def tpfp_default(det_bboxes: np.ndarray, gt_bboxes: np.ndarray, gt_bboxes_ignore
                 fp[k, i] = 1
     return tp, fp
 
-# %% ../../nbs/17_evaluation.ipynb 34
+# %% ../../nbs/17_evaluation.ipynb 35
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
                'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
 
@@ -118,13 +119,14 @@ def get_cls_results(det_results: list, annotations: list, class_id: int) -> tupl
             cls_gts_ignore.append(np.zeros((0, 4), np.float32))
     return cls_dets, cls_gts, cls_gts_ignore
 
-# %% ../../nbs/17_evaluation.ipynb 35
+# %% ../../nbs/17_evaluation.ipynb 36
 def _log(msg: str, logger=None):
     if logger == 'silent': return
     if isinstance(logger, logging.Logger): logger.info(msg)
     elif logger is None: print(msg)
     else: raise TypeError(f"logger must be a logging.Logger, 'silent' or None, got {logger!r}")
 
+# %% ../../nbs/17_evaluation.ipynb 37
 def _table(rows: list[list[str]], title: str | None = None, footer: bool = True) -> str:
     "A plain-text table: header row, body rows and (if `footer`) the last row set apart."
     widths = [max(len(str(r[j])) for r in rows) for j in range(len(rows[0]))]
@@ -133,6 +135,7 @@ def _table(rows: list[list[str]], title: str | None = None, footer: bool = True)
     body, foot = (rows[1:-1], [line, fmt(rows[-1])]) if footer else (rows[1:], [])
     return '\n'.join(([title] if title else []) + [line, fmt(rows[0]), line] + [fmt(r) for r in body] + foot + [line])
 
+# %% ../../nbs/17_evaluation.ipynb 38
 def print_map_summary(mean_ap, results: list[dict], dataset=None, scale_ranges=None, logger=None):
     "Print the per-class table (class, gts, dets, recall, ap) and the mAP, one table per scale range."
     if logger == 'silent': return
@@ -151,7 +154,7 @@ def print_map_summary(mean_ap, results: list[dict], dataset=None, scale_ranges=N
         rows.append(['mAP', '', '', '', f'{mean_ap[s]:.3f}'])
         _log(_table(rows, None if scale_ranges is None else f'Scale range {scale_ranges[s]}'), logger)
 
-# %% ../../nbs/17_evaluation.ipynb 36
+# %% ../../nbs/17_evaluation.ipynb 39
 def eval_map(det_results: list, annotations: list, scale_ranges: list | None = None, iou_thr: float = 0.5,
              ioa_thr: float | None = None, dataset=None, logger=None, tpfp_fn: Callable | None = None,
              nproc: int = 4, use_legacy_coordinate: bool = False) -> tuple[float | list, list[dict]]:
@@ -208,7 +211,7 @@ def eval_map(det_results: list, annotations: list, scale_ranges: list | None = N
     print_map_summary(mean_ap, eval_results, dataset, area_ranges, logger=logger)
     return mean_ap, eval_results
 
-# %% ../../nbs/17_evaluation.ipynb 46
+# %% ../../nbs/17_evaluation.ipynb 49
 @patch
 def evaluate(self: CustomDataset, results: list, metric='mAP', logger=None, iou_thr=0.5, scale_ranges=None,
              **kwargs) -> dict:
@@ -229,11 +232,12 @@ def evaluate(self: CustomDataset, results: list, metric='mAP', logger=None, iou_
     out['mAP'] = float(np.mean(aps))
     return out
 
-# %% ../../nbs/17_evaluation.ipynb 52
+# %% ../../nbs/17_evaluation.ipynb 55
 def _as_array_param(x, default, dtype):
     if x is None: x = default
     return np.array([x] if np.isscalar(x) else list(x), dtype)
 
+# %% ../../nbs/17_evaluation.ipynb 56
 def eval_recalls(gts: list, proposals: list, proposal_nums: int | Sequence[int] | None = None,
                  iou_thrs: float | Sequence[float] = 0.5, logger=None, use_legacy_coordinate: bool = False) -> np.ndarray:
     """Recall of proposals: gts per image (n, 4); proposals per image (m, 4) or (m, 5) (sorted by the score
@@ -265,6 +269,7 @@ def eval_recalls(gts: list, proposals: list, proposal_nums: int | Sequence[int] 
     print_recall_summary(recalls, proposal_nums, iou_thrs, logger=logger)
     return recalls
 
+# %% ../../nbs/17_evaluation.ipynb 57
 def print_recall_summary(recalls: np.ndarray, proposal_nums, iou_thrs, logger=None):
     "Print recalls as a table: one row per proposal number, one column per IoU threshold."
     rows = [[''] + [f'{t:.2f}' for t in iou_thrs]] + [[str(n)] + [f'{r:.3f}' for r in row] for n, row in zip(proposal_nums, recalls)]
