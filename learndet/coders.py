@@ -17,7 +17,7 @@ from .registry import BBOX_CODERS
 
 # %% auto 0
 __all__ = ['bbox2delta', 'delta2bbox', 'DeltaXYWHBBoxCoder', 'bboxes2tblr', 'tblr2bboxes', 'TBLRBBoxCoder',
-           'DistancePointBBoxCoder']
+           'DistancePointBBoxCoder', 'centerness_target']
 
 # %% ../nbs/07_coders.ipynb 6
 def bbox2delta(proposals: Tensor, gt: Tensor, means: Sequence[float] = (0., 0., 0., 0.),
@@ -184,3 +184,11 @@ def decode(self: DistancePointBBoxCoder, points: Tensor, pred_bboxes: Tensor, ma
 @patch
 def __repr__(self: DistancePointBBoxCoder):
     return f'DistancePointBBoxCoder(clip_border={self.clip_border})'
+
+# %% ../nbs/07_coders.ipynb 59
+def centerness_target(ltrb: Tensor) -> Tensor:
+    "Centerness `Tensor[...]` of locations whose distances to their box's sides are `ltrb` `Tensor[..., 4]` (all > 0)."
+    if ltrb.shape[-1] != 4:
+        raise ValueError(f'centerness_target: ltrb must be (..., 4), got {tuple(ltrb.shape)}')
+    lr, tb = ltrb[..., 0::2], ltrb[..., 1::2]
+    return torch.sqrt((lr.min(-1).values / lr.max(-1).values) * (tb.min(-1).values / tb.max(-1).values))

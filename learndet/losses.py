@@ -11,6 +11,7 @@ import warnings
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
@@ -19,7 +20,7 @@ from .boxes import bbox_overlaps
 from .registry import LOSSES
 
 # %% auto 0
-__all__ = ['REDUCTIONS', 'AVG_FACTOR_EPS', 'IOU_LOSS_MODES', 'reduce_loss', 'weight_reduce_loss', 'weighted_loss',
+__all__ = ['REDUCTIONS', 'AVG_FACTOR_EPS', 'IOU_LOSS_MODES', 'reduce_loss', 'weight_reduce_loss', 'reduce_mean', 'weighted_loss',
            'resolve_reduction', 'BaseLoss', 'cross_entropy', 'expand_onehot_labels', 'binary_cross_entropy',
            'mask_cross_entropy', 'CrossEntropyLoss', 'py_sigmoid_focal_loss', 'FocalLoss', 'GHMC', 'l1_loss',
            'mse_loss', 'smooth_l1_loss', 'balanced_l1_loss', 'L1Loss', 'MSELoss', 'SmoothL1Loss', 'BalancedL1Loss',
@@ -61,7 +62,16 @@ def weight_reduce_loss(loss: torch.Tensor, weight: torch.Tensor | None = None, r
         return loss.sum() / (avg_factor + AVG_FACTOR_EPS)
     return loss
 
-# %% ../nbs/09_losses.ipynb 16
+# %% ../nbs/09_losses.ipynb 13
+def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    "The mean of `tensor` over all DDP processes (a detached copy); `tensor` itself when not distributed."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    tensor = tensor.detach().clone()
+    dist.all_reduce(tensor.div_(dist.get_world_size()), op=dist.ReduceOp.SUM)
+    return tensor
+
+# %% ../nbs/09_losses.ipynb 19
 def weighted_loss(loss_func: Callable) -> Callable:
     """Decorate `loss_func(pred, target, **kwargs) -> element-wise loss` so that it is called as
     `loss_func(pred, target, weight=None, reduction='mean', avg_factor=None, **kwargs)`."""
@@ -71,20 +81,20 @@ def weighted_loss(loss_func: Callable) -> Callable:
         return weight_reduce_loss(loss, weight, reduction, avg_factor)
     return wrapper
 
-# %% ../nbs/09_losses.ipynb 19
+# %% ../nbs/09_losses.ipynb 22
 def resolve_reduction(reduction: str, reduction_override: str | None = None) -> str:
     "The reduction for one call: `reduction_override` when given, else the module's own `reduction`."
     if reduction_override not in (None, *REDUCTIONS):
         raise ValueError(f"reduction_override must be None, 'none', 'mean' or 'sum'; got {reduction_override!r}")
     return _check_reduction(reduction_override or reduction)
 
-# %% ../nbs/09_losses.ipynb 22
+# %% ../nbs/09_losses.ipynb 25
 class BaseLoss(nn.Module):
     """The base of the loss modules. `sees_all_priors` (class attribute): True for a classification loss meant to see
     every prior of an image and be averaged over the positives, so that a dense head skips sampling; False by default."""
     sees_all_priors: bool = False
 
-# %% ../nbs/09_losses.ipynb 27
+# %% ../nbs/09_losses.ipynb 30
 def cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
                   reduction: str = 'mean', avg_factor: float | None = None, class_weight: torch.Tensor | None = None,
                   ignore_index: int | None = -100, avg_non_ignore: bool = False) -> torch.Tensor:
@@ -99,7 +109,7 @@ def cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.Tensor 
         weight = weight.float()
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
-# %% ../nbs/09_losses.ipynb 34
+# %% ../nbs/09_losses.ipynb 37
 def expand_onehot_labels(labels: torch.Tensor, label_weights: torch.Tensor | None, num_classes: int,
                          ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class indices (N,) -> one-hot targets (N, K) for K sigmoid classifiers; label K (background) gives an
@@ -116,7 +126,7 @@ def expand_onehot_labels(labels: torch.Tensor, label_weights: torch.Tensor | Non
         bin_label_weights = label_weights.view(-1, 1) * valid_mask         # (N,) -> (N, K)
     return bin_labels, bin_label_weights, valid_mask
 
-# %% ../nbs/09_losses.ipynb 38
+# %% ../nbs/09_losses.ipynb 41
 def binary_cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None,
                          reduction: str = 'mean', avg_factor: float | None = None,
                          class_weight: torch.Tensor | None = None, ignore_index: int | None = -100,
@@ -135,7 +145,7 @@ def binary_cross_entropy(pred: torch.Tensor, label: torch.Tensor, weight: torch.
     loss = F.binary_cross_entropy_with_logits(pred, label.to(pred.dtype), pos_weight=class_weight, reduction='none')
     return weight_reduce_loss(loss, weight.float(), reduction, avg_factor)
 
-# %% ../nbs/09_losses.ipynb 43
+# %% ../nbs/09_losses.ipynb 46
 def mask_cross_entropy(pred: torch.Tensor, target: torch.Tensor, label: torch.Tensor, reduction: str = 'mean',
                        avg_factor: float | None = None, class_weight: torch.Tensor | None = None,
                        ignore_index: int | None = None, **kwargs) -> torch.Tensor:
@@ -152,7 +162,7 @@ def mask_cross_entropy(pred: torch.Tensor, target: torch.Tensor, label: torch.Te
     return F.binary_cross_entropy_with_logits(pred_slice, target.to(pred.dtype), weight=class_weight,
                                               reduction='mean')[None]
 
-# %% ../nbs/09_losses.ipynb 46
+# %% ../nbs/09_losses.ipynb 49
 @LOSSES.register_module()
 class CrossEntropyLoss(BaseLoss):
     """Cross entropy: softmax over C classes (default), K sigmoid classifiers with label K = background
@@ -176,7 +186,7 @@ class CrossEntropyLoss(BaseLoss):
     def extra_repr(self):
         return f'use_sigmoid={self.use_sigmoid}, use_mask={self.use_mask}, loss_weight={self.loss_weight}'
 
-# %% ../nbs/09_losses.ipynb 48
+# %% ../nbs/09_losses.ipynb 51
 @patch
 def forward(self: CrossEntropyLoss, cls_score, label, weight=None, avg_factor=None, reduction_override=None,
             ignore_index=None, **kwargs):
@@ -188,7 +198,7 @@ def forward(self: CrossEntropyLoss, cls_score, label, weight=None, avg_factor=No
         cls_score, label, weight, class_weight=class_weight, reduction=reduction, avg_factor=avg_factor,
         ignore_index=ignore_index, avg_non_ignore=self.avg_non_ignore, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 58
+# %% ../nbs/09_losses.ipynb 61
 def _focal_weight_like(weight: torch.Tensor | None, loss: torch.Tensor) -> torch.Tensor | None:
     "A per-anchor weight (N,) -> (N, 1), or a (N*K,) one -> (N, K), to multiply the (N, K) focal loss."
     if weight is None or weight.shape == loss.shape:
@@ -200,7 +210,7 @@ def _focal_weight_like(weight: torch.Tensor | None, loss: torch.Tensor) -> torch
     raise ValueError(f'focal loss: weight of shape {tuple(weight.shape)} fits neither (N,) nor '
                      f'(N, K) = {tuple(loss.shape)}')
 
-# %% ../nbs/09_losses.ipynb 59
+# %% ../nbs/09_losses.ipynb 62
 def py_sigmoid_focal_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                           gamma: float = 2.0, alpha: float = 0.25, reduction: str = 'mean',
                           avg_factor: float | None = None) -> torch.Tensor:
@@ -213,7 +223,7 @@ def py_sigmoid_focal_loss(pred: torch.Tensor, target: torch.Tensor, weight: torc
     loss = F.binary_cross_entropy_with_logits(pred, target, reduction='none') * focal_weight   # (N, K)
     return weight_reduce_loss(loss, _focal_weight_like(weight, loss), reduction, avg_factor)
 
-# %% ../nbs/09_losses.ipynb 64
+# %% ../nbs/09_losses.ipynb 67
 @LOSSES.register_module()
 class FocalLoss(BaseLoss):
     "Sigmoid focal loss; targets are class indices (N,) with K = background, or (N, K) 0/1."
@@ -230,7 +240,7 @@ class FocalLoss(BaseLoss):
     def extra_repr(self):
         return f'gamma={self.gamma}, alpha={self.alpha}, loss_weight={self.loss_weight}'
 
-# %% ../nbs/09_losses.ipynb 65
+# %% ../nbs/09_losses.ipynb 68
 @patch
 def forward(self: FocalLoss, pred, target, weight=None, avg_factor=None, reduction_override=None):
     "`pred` (N, K) logits; `target` (N,) class indices in 0..K (K = background) or (N, K) 0/1."
@@ -241,7 +251,7 @@ def forward(self: FocalLoss, pred, target, weight=None, avg_factor=None, reducti
     return self.loss_weight * py_sigmoid_focal_loss(pred, target, weight, gamma=self.gamma, alpha=self.alpha,
                                                     reduction=reduction, avg_factor=avg_factor)
 
-# %% ../nbs/09_losses.ipynb 71
+# %% ../nbs/09_losses.ipynb 74
 def _gradient_density_weights(module: nn.Module, g: torch.Tensor, valid: torch.Tensor, tot: float) -> torch.Tensor:
     "GHM weights `tot / density(bin of g) / n_nonempty_bins` for the valid elements of `g`, 0 elsewhere."
     edges = module.edges.to(g.dtype)
@@ -260,7 +270,7 @@ def _gradient_density_weights(module: nn.Module, g: torch.Tensor, valid: torch.T
     weights[valid] = tot / density[bin_index[valid]] / num_bins_used
     return weights
 
-# %% ../nbs/09_losses.ipynb 72
+# %% ../nbs/09_losses.ipynb 75
 def _label_weight_or_weight(name, label_weight, weight):
     "GHM losses call their weight `label_weight` (mmdetection's name); `weight=` is accepted too, not both."
     if label_weight is not None and weight is not None:
@@ -274,7 +284,7 @@ def _check_ghm_args(name, bins, momentum, reduction):
         raise ValueError(f'{name}: momentum must be in [0, 1), got {momentum!r}')
     return _check_reduction(reduction)
 
-# %% ../nbs/09_losses.ipynb 73
+# %% ../nbs/09_losses.ipynb 76
 @LOSSES.register_module()
 class GHMC(BaseLoss):
     """Gradient harmonized classification loss: sigmoid cross entropy with each element weighted by the
@@ -294,7 +304,7 @@ class GHMC(BaseLoss):
         if momentum > 0:
             self.register_buffer('acc_sum', torch.zeros(bins))
 
-# %% ../nbs/09_losses.ipynb 74
+# %% ../nbs/09_losses.ipynb 77
 @patch
 def forward(self: GHMC, pred, target, label_weight=None, avg_factor=None, reduction_override=None, weight=None):
     """`pred` (N, K) logits; `target` (N,) class indices (K = background) or (N, K) 0/1; elements whose
@@ -316,7 +326,7 @@ def forward(self: GHMC, pred, target, label_weight=None, avg_factor=None, reduct
     loss = weight_reduce_loss(loss, weights, reduction, avg_factor=tot if reduction == 'mean' else None)
     return loss * self.loss_weight
 
-# %% ../nbs/09_losses.ipynb 85
+# %% ../nbs/09_losses.ipynb 88
 def _check_same_shape(name: str, pred: torch.Tensor, target: torch.Tensor):
     if pred.shape != target.shape:
         raise ValueError(f'{name}: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}')
@@ -333,7 +343,7 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     _check_same_shape('mse_loss', pred, target)
     return F.mse_loss(pred, target, reduction='none')
 
-# %% ../nbs/09_losses.ipynb 86
+# %% ../nbs/09_losses.ipynb 89
 @weighted_loss
 def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     "Element-wise smooth L1: `0.5 x**2 / beta` for `|x| < beta`, else `|x| - 0.5 beta` (x = pred - target)."
@@ -355,7 +365,7 @@ def balanced_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1.0
                        alpha / b * (b * diff + 1) * torch.log(b * diff / beta + 1) - alpha * diff,
                        gamma * diff + gamma / b - alpha * beta)
 
-# %% ../nbs/09_losses.ipynb 91
+# %% ../nbs/09_losses.ipynb 94
 @LOSSES.register_module()
 class L1Loss(BaseLoss):
     "L1 loss `|pred - target|`."
@@ -367,7 +377,7 @@ class L1Loss(BaseLoss):
         reduction = resolve_reduction(self.reduction, reduction_override)
         return self.loss_weight * l1_loss(pred, target, weight, reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 92
+# %% ../nbs/09_losses.ipynb 95
 @LOSSES.register_module()
 class MSELoss(BaseLoss):
     "Squared error `(pred - target)**2`."
@@ -379,7 +389,7 @@ class MSELoss(BaseLoss):
         reduction = resolve_reduction(self.reduction, reduction_override)
         return self.loss_weight * mse_loss(pred, target, weight, reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 93
+# %% ../nbs/09_losses.ipynb 96
 @LOSSES.register_module()
 class SmoothL1Loss(BaseLoss):
     "Smooth L1 loss with threshold `beta` (L2 below it, L1 above)."
@@ -394,7 +404,7 @@ class SmoothL1Loss(BaseLoss):
         return self.loss_weight * smooth_l1_loss(pred, target, weight, beta=self.beta, reduction=reduction,
                                                  avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 94
+# %% ../nbs/09_losses.ipynb 97
 @LOSSES.register_module()
 class BalancedL1Loss(BaseLoss):
     "Balanced L1 loss (Libra R-CNN) with inlier gradient `alpha ln(b|x|/beta + 1)`, outlier gradient `gamma`."
@@ -412,7 +422,7 @@ class BalancedL1Loss(BaseLoss):
                                                    beta=self.beta, reduction=reduction, avg_factor=avg_factor,
                                                    **kwargs)
 
-# %% ../nbs/09_losses.ipynb 97
+# %% ../nbs/09_losses.ipynb 100
 @LOSSES.register_module()
 class GHMR(BaseLoss):
     """Gradient harmonized regression loss: authentic smooth L1 `sqrt(x**2 + mu**2) - mu` with each element
@@ -428,7 +438,7 @@ class GHMR(BaseLoss):
         if momentum > 0:
             self.register_buffer('acc_sum', torch.zeros(bins))
 
-# %% ../nbs/09_losses.ipynb 98
+# %% ../nbs/09_losses.ipynb 101
 @patch
 def forward(self: GHMR, pred, target, label_weight=None, avg_factor=None, reduction_override=None, weight=None):
     """`pred`, `target` (n, 4) deltas; elements whose `label_weight` is 0 are left out.
@@ -448,7 +458,7 @@ def forward(self: GHMR, pred, target, label_weight=None, avg_factor=None, reduct
     loss = weight_reduce_loss(loss, weights, reduction, avg_factor=tot if reduction == 'mean' else None)
     return loss * self.loss_weight
 
-# %% ../nbs/09_losses.ipynb 104
+# %% ../nbs/09_losses.ipynb 107
 def _check_boxes(name: str, pred: torch.Tensor, target: torch.Tensor):
     _check_same_shape(name, pred, target)
     if pred.dim() != 2 or pred.size(-1) != 4:
@@ -473,7 +483,7 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, linear: bool = False, mod
         return 1 - ious ** 2
     return -ious.log()
 
-# %% ../nbs/09_losses.ipynb 105
+# %% ../nbs/09_losses.ipynb 108
 @weighted_loss
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     "`1 - GIoU` of aligned xyxy boxes (n, 4) -> (n,)."
@@ -482,7 +492,7 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
         return pred.sum(dim=-1) * 0
     return 1 - bbox_overlaps(pred, target, mode='giou', is_aligned=True, eps=eps)
 
-# %% ../nbs/09_losses.ipynb 109
+# %% ../nbs/09_losses.ipynb 112
 def _iou_centre_distance(pred: torch.Tensor, target: torch.Tensor, eps: float):
     "For aligned xyxy boxes (n, 4): IoU, squared centre distance rho2, squared enclosing diagonal c2, each (n,)."
     ious = bbox_overlaps(pred, target, is_aligned=True, eps=eps)                     # (n,), chapter 03
@@ -499,7 +509,7 @@ def diou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     ious, rho2, c2 = _iou_centre_distance(pred, target, eps)
     return 1 - (ious - rho2 / c2)
 
-# %% ../nbs/09_losses.ipynb 110
+# %% ../nbs/09_losses.ipynb 113
 @weighted_loss
 def ciou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     "`1 - CIoU = 1 - IoU + rho2 / c2 + alpha v` of aligned xyxy boxes (n, 4) -> (n,); alpha has no gradient."
@@ -513,7 +523,7 @@ def ciou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> to
     cious = ious - (rho2 / c2 + alpha * v)
     return 1 - cious.clamp(min=-1.0, max=1.0)
 
-# %% ../nbs/09_losses.ipynb 116
+# %% ../nbs/09_losses.ipynb 119
 @weighted_loss
 def bounded_iou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.2, eps: float = 1e-3) -> torch.Tensor:
     """Bounded IoU loss of aligned xyxy boxes (n, 4) -> (n, 4): for centre x, centre y, width and height, one
@@ -530,7 +540,7 @@ def bounded_iou_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 0.2
     loss = torch.cat([loss_ctr, loss_wh], dim=-1)                       # (n, 4): dx, dy, dw, dh
     return torch.where(loss < beta, 0.5 * loss * loss / beta, loss - 0.5 * beta)
 
-# %% ../nbs/09_losses.ipynb 120
+# %% ../nbs/09_losses.ipynb 123
 def _zero_weight_shortcut(pred: torch.Tensor, weight: torch.Tensor | None, reduction: str) -> torch.Tensor | None:
     "0 attached to `pred`'s graph when every weight is 0 (and the loss is reduced); otherwise None."
     if weight is None or reduction == 'none' or torch.any(weight > 0):
@@ -543,7 +553,7 @@ def _per_box_weight(weight: torch.Tensor | None) -> torch.Tensor | None:
     "A (n, 4) weight -> (n,) for losses that give one number per box."
     return weight.mean(dim=-1) if weight is not None and weight.dim() > 1 else weight
 
-# %% ../nbs/09_losses.ipynb 121
+# %% ../nbs/09_losses.ipynb 124
 @LOSSES.register_module()
 class IoULoss(BaseLoss):
     "IoU loss: `mode` 'log' (`-ln IoU`), 'linear' (`1 - IoU`, also `linear=True`) or 'square' (`1 - IoU**2`)."
@@ -564,7 +574,7 @@ class IoULoss(BaseLoss):
         return self.loss_weight * iou_loss(pred, target, _per_box_weight(weight), mode=self.mode, eps=self.eps,
                                            reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 122
+# %% ../nbs/09_losses.ipynb 125
 class _BoxPairLoss(BaseLoss):
     "Shared by GIoULoss, DIoULoss and CIoULoss: one loss function of aligned boxes, `eps`, the two habits above."
     loss_func: Callable = None
@@ -581,7 +591,7 @@ class _BoxPairLoss(BaseLoss):
         return self.loss_weight * type(self).loss_func(pred, target, _per_box_weight(weight), eps=self.eps,
                                                        reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 123
+# %% ../nbs/09_losses.ipynb 126
 @LOSSES.register_module()
 class GIoULoss(_BoxPairLoss):
     "`1 - GIoU` (generalised IoU)."
@@ -597,7 +607,7 @@ class CIoULoss(_BoxPairLoss):
     "`1 - CIoU` (DIoU minus an aspect-ratio term when IoU > 0.5)."
     loss_func = ciou_loss
 
-# %% ../nbs/09_losses.ipynb 124
+# %% ../nbs/09_losses.ipynb 127
 @LOSSES.register_module()
 class BoundedIoULoss(BaseLoss):
     "Bounded IoU loss: four numbers per box (centre x, centre y, width, height) through a smooth L1 (`beta`)."
@@ -618,7 +628,7 @@ class BoundedIoULoss(BaseLoss):
         return self.loss_weight * bounded_iou_loss(pred, target, weight, beta=self.beta, eps=self.eps,
                                                    reduction=reduction, avg_factor=avg_factor, **kwargs)
 
-# %% ../nbs/09_losses.ipynb 142
+# %% ../nbs/09_losses.ipynb 145
 def accuracy(pred: torch.Tensor, target: torch.Tensor, topk: int | tuple[int, ...] = 1,
              thresh: float | None = None) -> torch.Tensor | list[torch.Tensor]:
     """Top-k accuracy in percent of `pred` (N, C) scores against `target` (N,) labels; with `thresh`, a hit
@@ -636,7 +646,7 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor, topk: int | tuple[int, ..
         result = [correct[:, :k].sum().float().view(1) * (100.0 / pred.size(0)) for k in topks]
     return result[0] if isinstance(topk, int) else result
 
-# %% ../nbs/09_losses.ipynb 143
+# %% ../nbs/09_losses.ipynb 146
 class Accuracy(nn.Module):
     "`accuracy` as a module with fixed `topk` and `thresh`."
     def __init__(self, topk: int | tuple[int, ...] = (1,), thresh: float | None = None):

@@ -16,7 +16,7 @@ from torch import nn
 
 # %% auto 0
 __all__ = ['build_backbone', 'build_neck', 'build_head', 'build_loss', 'build_detector', 'mmdet_compat_model_cfg', 'BaseDetector',
-           'SingleStageDetector', 'RetinaNet']
+           'SingleStageDetector', 'RetinaNet', 'FCOS', 'ATSS']
 
 # %% ../../nbs/13_detectors.ipynb 4
 from ..registry import BACKBONES, NECKS, HEADS, LOSSES, DETECTORS, build_from_cfg
@@ -205,3 +205,11 @@ def simple_test(self: SingleStageDetector, img, img_metas, rescale: bool = False
 @DETECTORS.register_module()
 class RetinaNet(SingleStageDetector):
     "RetinaNet (Lin et al., 2017): a ResNet-FPN with a RetinaHead trained with the focal loss."
+
+@DETECTORS.register_module()
+class FCOS(SingleStageDetector):
+    "FCOS (Tian et al., 2019): points instead of anchors, with a centerness branch (chapter 12a)."
+
+@DETECTORS.register_module()
+class ATSS(SingleStageDetector):
+    "ATSS (Zhang et al., 2020): one anchor per location, positives chosen by per-object IoU statistics (chapter 12b)."

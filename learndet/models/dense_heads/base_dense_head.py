@@ -14,6 +14,7 @@ from torch import nn, Tensor
 
 from ...anchors import anchor_inside_flags
 from ...core import unmap, images_to_levels
+from ...losses import reduce_mean
 from ...registry import LOSSES, PRIOR_GENERATORS, BBOX_CODERS, BBOX_ASSIGNERS, BBOX_SAMPLERS, build_from_cfg
 from ...samplers import SamplingResult
 from ...structures import InstanceData, nms_per_class
@@ -303,7 +304,16 @@ def loss_single(self: BaseDenseHead, cls_score: Tensor, bbox_pred: Tensor, prior
                                avg_factor=num_total_samples)
     return loss_cls, loss_bbox
 
-# %% ../../../nbs/12_dense_heads.ipynb 51
+# %% ../../../nbs/12_dense_heads.ipynb 52
+@patch
+def avg_factor(self: BaseDenseHead, num: float | Tensor, min_value: float = 1.) -> float:
+    "The loss normaliser `num` averaged over DDP processes (unless `train_cfg.sync_avg_factor` is False), at least `min_value`."
+    num = torch.as_tensor(num, dtype=torch.float32)
+    if (self.train_cfg or {}).get('sync_avg_factor', True):
+        num = reduce_mean(num)
+    return max(float(num), min_value)
+
+# %% ../../../nbs/12_dense_heads.ipynb 53
 @patch
 def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor], gt_bboxes: list[Tensor],
          gt_labels: list[Tensor] | None, img_metas: list[Mapping], gt_bboxes_ignore: list[Tensor] | None = None
@@ -313,7 +323,7 @@ def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor]
     featmap_sizes = [tuple(c.shape[-2:]) for c in cls_scores]
     mlvl_priors, valid_flags = self.get_priors(featmap_sizes, img_metas, device=cls_scores[0].device)
     t = self.get_targets(mlvl_priors, valid_flags, gt_bboxes, img_metas, gt_bboxes_ignore, gt_labels)
-    num_total_samples = t.num_total_pos + t.num_total_neg if self.sampling else t.num_total_pos
+    num_total_samples = self.avg_factor(t.num_total_pos + t.num_total_neg if self.sampling else t.num_total_pos)
     losses_cls, losses_bbox = [], []
     for lvl in range(len(cls_scores)):
         loss_cls, loss_bbox = self.loss_single(cls_scores[lvl], bbox_preds[lvl], mlvl_priors[lvl], t.labels[lvl],
@@ -322,7 +332,7 @@ def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor]
         losses_cls.append(loss_cls); losses_bbox.append(loss_bbox)
     return dict(loss_cls=losses_cls, loss_bbox=losses_bbox)
 
-# %% ../../../nbs/12_dense_heads.ipynb 62
+# %% ../../../nbs/12_dense_heads.ipynb 64
 @patch
 def get_bboxes_single(self: BaseDenseHead, cls_score_list: list[Tensor], bbox_pred_list: list[Tensor],
                       score_factor_list: list[Tensor] | None, mlvl_priors: list[Tensor], img_meta: Mapping,
@@ -342,7 +352,7 @@ def get_bboxes_single(self: BaseDenseHead, cls_score_list: list[Tensor], bbox_pr
         levels.append(level)
     return self.bbox_post_process(InstanceData.cat(levels), img_meta, cfg, rescale, with_nms)
 
-# %% ../../../nbs/12_dense_heads.ipynb 63
+# %% ../../../nbs/12_dense_heads.ipynb 65
 def scale_factor_of(img_meta: Mapping, like: Tensor) -> Tensor:
     "`img_meta['scale_factor']` (a float or (w, h, w, h)) as a tensor that divides (n, 4) boxes."
     sf = like.new_tensor(img_meta.get('scale_factor', 1.0)).reshape(-1)
@@ -368,7 +378,7 @@ def bbox_post_process(self: BaseDenseHead, results: InstanceData, img_meta: Mapp
         raise KeyError(f'test_cfg needs an "nms" entry, e.g. nms=dict(type="nms", iou_threshold=0.5); got keys {sorted(cfg)}')
     return nms_per_class(results, cfg['nms'], cfg.get('max_per_img', -1))
 
-# %% ../../../nbs/12_dense_heads.ipynb 64
+# %% ../../../nbs/12_dense_heads.ipynb 66
 @patch
 def get_bboxes(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
                score_factors: list[Tensor] | None = None, img_metas: list[Mapping] | None = None,
@@ -388,7 +398,7 @@ def get_bboxes(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[T
     return [self.get_bboxes_single(image(cls_scores, i), image(bbox_preds, i), image(score_factors, i), mlvl_priors,
                                    meta, cfg, rescale, with_nms) for i, meta in enumerate(img_metas)]
 
-# %% ../../../nbs/12_dense_heads.ipynb 71
+# %% ../../../nbs/12_dense_heads.ipynb 73
 @patch
 def forward_train(self: BaseDenseHead, x: Sequence[Tensor], img_metas: list[Mapping], gt_bboxes: list[Tensor],
                   gt_labels: list[Tensor] | None = None, gt_bboxes_ignore: list[Tensor] | None = None,
