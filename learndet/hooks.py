@@ -457,13 +457,15 @@ class EvalHook(Hook):
                  start: int | None = None, **eval_kwargs):
         if not isinstance(interval, int) or interval < 1:
             raise ValueError(f'evaluation interval must be a positive int, got {interval!r}')
+        if start is not None and (not isinstance(start, int) or start < 0):
+            raise ValueError(f'evaluation start must be None or an int >= 0, got {start!r}')
         if rule not in (None, 'greater', 'less'):
             raise KeyError(f'rule must be "greater", "less" or None, got {rule!r}')
         if eval_fn is None and not hasattr(getattr(dataloader, 'dataset', None), 'evaluate'):
             raise TypeError('EvalHook: give eval_fn, or a data loader whose dataset has evaluate(results, metric)')
         self.dataloader, self.interval, self.by_epoch, self.metric = dataloader, interval, by_epoch, metric
         self.save_best, self.rule, self.eval_fn, self.start, self.eval_kwargs = save_best, rule, eval_fn, start, eval_kwargs
-        self.best_score, self.best_ckpt_path = None, None
+        self.best_score, self.best_ckpt_path, self.initial_flag = None, None, True
 
 # %% ../nbs/15b_hooks.ipynb 62
 @patch
@@ -521,13 +523,35 @@ def _save_best(self: EvalHook, runner, metrics: Mapping):
 
 # %% ../nbs/15b_hooks.ipynb 65
 @patch
+def _should_evaluate(self: EvalHook, done: int) -> bool:
+    "mmcv's rule, `done` being the epochs (iterations) finished: every `interval`, counted from `start` when given."
+    if self.start is None:
+        return done % self.interval == 0
+    return done >= self.start and (done - self.start) % self.interval == 0
+
+@patch
+def before_train_epoch(self: EvalHook, runner):
+    "With `start` given, evaluate once before training (or right after resuming) if `epoch >= start`, as mmcv does."
+    if self.by_epoch and self.initial_flag and self.start is not None and runner.epoch >= self.start \
+            and self._should_evaluate(runner.epoch + 1):
+        self.after_eval_point(runner)
+    self.initial_flag = False
+
+@patch
+def before_train_iter(self: EvalHook, runner):
+    if not self.by_epoch and self.initial_flag and self.start is not None and runner.iter >= self.start \
+            and self._should_evaluate(runner.iter + 1):
+        self.after_eval_point(runner)
+    self.initial_flag = False
+
+@patch
 def after_train_epoch(self: EvalHook, runner):
-    if self.by_epoch and self.every_n_epochs(runner, self.interval) and (self.start is None or runner.epoch + 1 >= self.start):
+    if self.by_epoch and self._should_evaluate(runner.epoch + 1):
         self.after_eval_point(runner)
 
 @patch
 def after_train_iter(self: EvalHook, runner):
-    if not self.by_epoch and self.every_n_iters(runner, self.interval):
+    if not self.by_epoch and self._should_evaluate(runner.iter + 1):
         self.after_eval_point(runner)
 
 @patch
@@ -535,7 +559,7 @@ def state_dict(self: EvalHook): return dict(best_score=self.best_score, best_ckp
 @patch
 def load_state_dict(self: EvalHook, state): self.best_score, self.best_ckpt_path = state['best_score'], state['best_ckpt_path']
 
-# %% ../nbs/15b_hooks.ipynb 69
+# %% ../nbs/15b_hooks.ipynb 71
 @HOOKS.register_module()
 class EMAHook(Hook):
     "Keep `runner.ema_model`: `ema = (1 - m) * ema + m * param` after every `interval` optimizer steps."
@@ -557,7 +581,7 @@ class EMAHook(Hook):
             self.ema_model.load_state_dict(self._resumed_weights)
             self._resumed_weights = None
 
-# %% ../nbs/15b_hooks.ipynb 70
+# %% ../nbs/15b_hooks.ipynb 72
 @patch
 @torch.no_grad()
 def after_train_iter(self: EMAHook, runner):
@@ -571,7 +595,7 @@ def after_train_iter(self: EMAHook, runner):
     for ema_b, b in zip(self.ema_model.buffers(), model.buffers()):
         ema_b.copy_(b)
 
-# %% ../nbs/15b_hooks.ipynb 71
+# %% ../nbs/15b_hooks.ipynb 73
 @patch
 def state_dict(self: EMAHook) -> dict:
     return {} if self.ema_model is None else dict(ema_state_dict=weights_to_cpu(self.ema_model.state_dict()))

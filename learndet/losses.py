@@ -633,6 +633,9 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor, topk: int | tuple[int, ..
              thresh: float | None = None) -> torch.Tensor | list[torch.Tensor]:
     """Top-k accuracy in percent of `pred` (N, C) scores against `target` (N,) labels; with `thresh`, a hit
     also needs a score above it. Returns a (1,) tensor per k (a list when `topk` is a tuple)."""
+    if pred.ndim != 2 or target.ndim != 1 or pred.size(0) != target.size(0):
+        raise ValueError(f'accuracy: pred must be (N, C) scores and target (N,) labels, '
+                         f'got pred {tuple(pred.shape)} and target {tuple(target.shape)}')
     topks = (topk,) if isinstance(topk, int) else tuple(topk)
     if pred.size(0) == 0:
         result = [pred.new_zeros(1) for _ in topks]

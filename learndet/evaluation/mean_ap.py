@@ -168,6 +168,10 @@ def eval_map(det_results: list, annotations: list, scale_ranges: list | None = N
     for i, r in enumerate(det_results):
         if len(r) != num_classes:
             raise ValueError(f'eval_map: image {i} has results for {len(r)} classes, image 0 for {num_classes}')
+        for c, d in enumerate(r):
+            if np.ndim(d) != 2 or np.shape(d)[1] != 5:
+                raise ValueError(f'eval_map: image {i}, class {c}: detections must be (m, 5) arrays '
+                                 f'[x1, y1, x2, y2, score], got shape {np.shape(d)}')
     extra = 1. if use_legacy_coordinate else 0.
     area_ranges = [(lo ** 2, hi ** 2) for lo, hi in scale_ranges] if scale_ranges is not None else None
     num_scales = len(area_ranges) if area_ranges else 1
