@@ -38,11 +38,16 @@ def main(argv=None):
         sys.exit('--img-size takes SIZE or WIDTH HEIGHT')
     img_size = args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size)
     t0 = time.perf_counter()
-    root = make_shapes(args.out_dir, num_images=args.num_images, img_size=img_size, classes=args.classes,
-                       seed=args.seed, val_fraction=args.val_fraction, max_objects=args.max_objects,
-                       empty_prob=args.empty_prob, ext=args.ext, overwrite=args.overwrite)
+    try:   # make_shapes holds a lock on OUT_DIR while it writes: two runs at once never replace each other's set
+        root = make_shapes(args.out_dir, num_images=args.num_images, img_size=img_size, classes=args.classes,
+                           seed=args.seed, val_fraction=args.val_fraction, max_objects=args.max_objects,
+                           empty_prob=args.empty_prob, ext=args.ext, overwrite=args.overwrite)
+    except (OSError, ValueError) as e:         # an existing OUT_DIR (see --overwrite), bad parameters, a full disk
+        print(f'make_shapes.py: error: {e}', file=sys.stderr)
+        return 2
     print(f'wrote {args.num_images} images to {root} in {time.perf_counter() - t0:.1f} s')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -11,6 +11,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+import tempfile
 import time
 from typing import Mapping, Sequence
 
@@ -23,8 +24,8 @@ __all__ = ['train_detector', 'train_from_config', 'train_main', 'init_detector',
            'test_main']
 
 # %% ../nbs/18_apis.ipynb 4
-from .config import Config, add_cfg_options, load_config, parse_cfg_options
-from .core import get_device, set_random_seed, to_device
+from .config import Config, add_cfg_options, load_config, parse_cfg_options, get_key, check_int, check_number
+from .core import get_device, set_random_seed, to_device, ConfigError, ConfigKeyError
 from .registry import COMMANDS
 from .runner import build_runner
 from .dist_utils import get_logger, get_dist_info, init_dist, wrap_ddp, rank_seed, unwrap_model
@@ -38,14 +39,13 @@ from .models.detectors import build_detector
 
 # %% ../nbs/18_apis.ipynb 7
 def _loader_cfg(cfg: Mapping, distributed: bool) -> dict:
-    "Step 3: the keyword arguments of `build_dataloader` for the training phases of `cfg`."
+    "Step 3: the keyword arguments of `build_dataloader` for the training phases of `cfg`, checked (keys named)."
+    samples = check_int(get_key(cfg, 'data.samples_per_gpu'), 'data.samples_per_gpu')          # images per process
+    workers = check_int(get_key(cfg, 'data.workers_per_gpu'), 'data.workers_per_gpu', min_value=0)  # loader workers
     data = cfg['data']
-    for key in ('samples_per_gpu', 'workers_per_gpu'):
-        if key not in data:
-            raise KeyError(f'config: data.{key} is missing (images per process, and loader workers per process)')
-    return dict(samples_per_gpu=data['samples_per_gpu'], workers_per_gpu=data['workers_per_gpu'], dist=distributed,
+    return dict(samples_per_gpu=samples, workers_per_gpu=workers, dist=distributed,
                 seed=cfg.get('seed'), persistent_workers=data.get('persistent_workers', False),
-                runner_type=cfg.get('runner', {}).get('type', 'EpochBasedRunner'))
+                runner_type=(cfg.get('runner') or {}).get('type', 'EpochBasedRunner'))
 
 # %% ../nbs/18_apis.ipynb 10
 def _build_loaders(datasets: Sequence, cfg: Mapping, distributed: bool) -> tuple[list, list[tuple]]:
@@ -57,13 +57,24 @@ def _build_loaders(datasets: Sequence, cfg: Mapping, distributed: bool) -> tuple
     return [build_dataloader(ds, **_loader_cfg(cfg, distributed)) for ds in datasets], workflow
 
 # %% ../nbs/18_apis.ipynb 13
+def _make_work_dir(work_dir: str) -> str:
+    "Create `work_dir` and write a file in it, so that an unusable folder stops the run before training, not after."
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=work_dir):
+            pass
+    except OSError as e:
+        raise ConfigError(f'work_dir {work_dir!r} (--work-dir) cannot be created or written to: '
+                          f'{e.strerror or e}' + (f': {e.filename!r}' if e.filename and e.filename != work_dir else '')) from None
+    return work_dir
+
 def _work_dir_logger(cfg: Mapping, rank: int, timestamp: str | None) -> tuple[str, logging.Logger]:
     "Create `cfg.work_dir` on rank 0; return the run's timestamp and a logger writing into the work_dir."
     work_dir = cfg.get('work_dir')
     if work_dir is None:
-        raise KeyError('config: work_dir is not set (where checkpoints and logs go); set it or pass --work-dir')
+        raise ConfigKeyError('config: work_dir is not set (where checkpoints and logs go); set it or pass --work-dir')
     if rank == 0:
-        os.makedirs(work_dir, exist_ok=True)
+        _make_work_dir(work_dir)
     timestamp = timestamp or time.strftime('%Y%m%d_%H%M%S', time.localtime())
     logger = get_logger('learndet', log_file=osp.join(work_dir, f'{timestamp}.log'),
                         log_level=getattr(logging, str(cfg.get('log_level', 'INFO'))))
@@ -82,13 +93,15 @@ def _runner_meta(cfg: Mapping, datasets: Sequence, meta: Mapping | None) -> dict
 # %% ../nbs/18_apis.ipynb 19
 def _eval_hook(cfg: Mapping, runner_cfg: Mapping) -> EvalHook:
     "An `EvalHook` on `cfg.data.val` with the settings of `cfg.evaluation`."
-    val_cfg = dict(cfg['data']['val'])
+    val_cfg = dict(get_key(cfg, 'data.val'))
     val_samples = val_cfg.pop('samples_per_gpu', 1)
     val_dataset = build_dataset(val_cfg, dict(test_mode=True))
     # rank 0 evaluates the whole validation set (the other ranks wait at the hook), so no distributed sampler
     val_loader = build_dataloader(val_dataset, val_samples, cfg['data']['workers_per_gpu'], dist=False,
                                   shuffle=False)
     eval_cfg = dict(cfg.get('evaluation') or {})
+    if 'interval' in eval_cfg:
+        check_int(eval_cfg['interval'], 'evaluation.interval')
     eval_cfg.setdefault('by_epoch', runner_cfg['type'] != 'IterBasedRunner')
     eval_cfg.pop('type', None)
     return EvalHook(val_loader, **eval_cfg)
@@ -113,7 +126,10 @@ def train_detector(model: nn.Module, dataset, cfg: Config, distributed: bool = F
     loaders, workflow = _build_loaders(datasets, cfg, distributed)                           # 3.
     model = model.to(get_device(device))
     auto_scale_lr(cfg, num_gpus=world_size, logger=logger)                                 # 4.
-    optimizer = build_optimizer(model, cfg['optimizer'])
+    optimizer_cfg = get_key(cfg, 'optimizer')
+    if isinstance(optimizer_cfg, Mapping) and 'lr' in optimizer_cfg:
+        check_number(optimizer_cfg['lr'], 'optimizer.lr')
+    optimizer = build_optimizer(model, optimizer_cfg)
     if distributed:
         model = wrap_ddp(model, find_unused_parameters=cfg.get('find_unused_parameters', False))
     runner_cfg = cfg.get('runner') or dict(type='EpochBasedRunner', max_epochs=cfg.get('total_epochs', 12))   # 5.
@@ -142,7 +158,7 @@ def _train_pipeline(train_cfg) -> list:
         elif isinstance(node, Mapping) and 'datasets' in node:
             node = node['datasets']
         else:
-            raise KeyError('config: data.train has no pipeline (nor a wrapped dataset with one) for the val workflow')
+            raise ConfigKeyError('config: data.train has no pipeline (nor a wrapped dataset with one) for the val workflow')
 
 # %% ../nbs/18_apis.ipynb 27
 def _load_cfg(config, cfg_options: Mapping | None = None) -> Config:
@@ -167,35 +183,51 @@ def _set_run_options(cfg: Config, work_dir: str | None, resume_from: str | None,
 # %% ../nbs/18_apis.ipynb 33
 def _train_datasets(cfg: Config) -> list:
     "Step 2: one dataset per phase of the workflow (`val` with the train pipeline: its losses need annotations)."
-    datasets = [build_dataset(cfg.data.train)]
+    datasets = [build_dataset(get_key(cfg, 'data.train'))]
     if len(cfg.get('workflow', [('train', 1)])) == 2:            # ('val', 1): validation losses need annotations
-        val_cfg = copy.deepcopy(cfg.data.val)
+        val_cfg = copy.deepcopy(get_key(cfg, 'data.val'))
         val_cfg.pipeline = _train_pipeline(cfg.data.train)
         datasets.append(build_dataset(val_cfg))
     return datasets
 
 # %% ../nbs/18_apis.ipynb 35
+def _check_num_classes(model: nn.Module, classes) -> None:
+    "The heads' `num_classes` must be the dataset's number of classes (mmdetection 2.x's NumClassCheckHook)."
+    if classes is None:
+        return
+    for path in ('bbox_head', 'roi_head.bbox_head'):
+        head = model
+        for part in path.split('.'):
+            head = getattr(head, part, None)
+        n = getattr(head, 'num_classes', None)
+        if isinstance(n, int) and n != len(classes):
+            raise ConfigError(f'model.{path}.num_classes is {n}, but the training set has {len(classes)} classes '
+                              f'({", ".join(map(str, classes))}); set model.{path}.num_classes={len(classes)}')
+
 def train_from_config(config, work_dir: str | None = None, cfg_options: Mapping | None = None, seed: int | None = 0,
                       deterministic: bool = False, validate: bool = True, resume_from: str | None = None,
                       load_from: str | None = None, auto_scale: bool = False, device=None, distributed: bool = False):
     "Train the detector of `config` (a path, a shipped config name, or a `Config`); return the runner."
     cfg = _load_cfg(config, cfg_options)                                   # 1.
     _set_run_options(cfg, work_dir, resume_from, load_from, auto_scale)
+    for key in ('model', 'data.train'):
+        get_key(cfg, key)                                                  # a clear error now, not an AttributeError later
     if seed is not None:
         cfg.seed = seed                                          # shared: the distributed sampler needs one order
         set_random_seed(rank_seed(seed), deterministic=deterministic)     # seed + rank: augmentation differs per rank
     rank, _ = get_dist_info()
     if rank == 0:
-        os.makedirs(cfg.work_dir, exist_ok=True)
+        _make_work_dir(cfg.work_dir)
         cfg.dump(osp.join(cfg.work_dir, osp.basename(cfg.filename or 'config.py')))
     model = build_detector(cfg.model)                                      # 2.
     model.init_weights()
     datasets = _train_datasets(cfg)
     if hasattr(datasets[0], 'CLASSES'):
         model.CLASSES = datasets[0].CLASSES
+        _check_num_classes(model, model.CLASSES)
     return train_detector(model, datasets, cfg, distributed=distributed, validate=validate, device=device)
 
-# %% ../nbs/18_apis.ipynb 37
+# %% ../nbs/18_apis.ipynb 39
 @COMMANDS.register_module(name='train')
 def train_main(argv: Sequence[str] | None = None) -> int:
     "Train a detector from a config file."
@@ -208,7 +240,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
           load_from=args.load_from, auto_scale=args.auto_scale_lr, device=args.device, distributed=distributed)
     return 0
 
-# %% ../nbs/18_apis.ipynb 39
+# %% ../nbs/18_apis.ipynb 41
 def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='learndet train', description=train_main.__doc__)
     parser.add_argument('config', help='config file, or a config shipped with learndet')
@@ -225,12 +257,12 @@ def _train_parser() -> argparse.ArgumentParser:
     add_cfg_options(parser)
     return parser
 
-# %% ../nbs/18_apis.ipynb 42
+# %% ../nbs/18_apis.ipynb 44
 def init_detector(config, checkpoint: str | None = None, device=None, cfg_options: Mapping | None = None,
                   strict: bool = True) -> nn.Module:
     "Build the detector of `config`, load `checkpoint` (strictly by default), set `CLASSES` and `cfg`; eval mode."
     cfg = _load_cfg(config, cfg_options)
-    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg = copy.deepcopy(get_key(cfg, 'model'))
     if checkpoint is not None and isinstance(model_cfg.get('backbone'), Mapping):
         model_cfg['backbone'].pop('init_cfg', None)              # the checkpoint has all the weights
     model = build_detector(model_cfg)
@@ -244,9 +276,9 @@ def init_detector(config, checkpoint: str | None = None, device=None, cfg_option
     model.cfg = cfg
     return model.to(get_device(device)).eval()
 
-# %% ../nbs/18_apis.ipynb 44
+# %% ../nbs/18_apis.ipynb 46
 def _test_pipeline(cfg: Config, from_array: bool) -> Compose:
-    steps = [dict(s) for s in cfg.data.test.pipeline]
+    steps = [dict(s) for s in get_key(cfg, 'data.test.pipeline')]
     if from_array:
         if steps and steps[0].get('type') == 'LoadImageFromFile':
             steps = steps[1:]
@@ -270,7 +302,7 @@ def _prepare_image(cfg: Config, img) -> dict:
                          'of the shipped dataset configs')
     return data
 
-# %% ../nbs/18_apis.ipynb 47
+# %% ../nbs/18_apis.ipynb 49
 def inference_detector(model: nn.Module, imgs):
     """Detect objects in an image file or a BGR HxWx3 array (or a list of them) with the model's test pipeline.
     Returns one result (per-class `(n, 5)` arrays) per image; a single image gives a single result."""
@@ -288,29 +320,35 @@ def inference_detector(model: nn.Module, imgs):
             results.append(model(return_loss=False, rescale=True, **to_device(batch, device))[0])
     return results[0] if single else results
 
-# %% ../nbs/18_apis.ipynb 49
+# %% ../nbs/18_apis.ipynb 51
+def _check_out(out: str | None):
+    "`--out` must name a .pkl file: checked before the test run, not after it."
+    if out is not None and not str(out).endswith(('.pkl', '.pickle')):
+        raise ConfigError(f'--out must be a .pkl file, got {out}')
+
 def _save_results(results: list, out: str):
     "Pickle `results` to `out`, a .pkl file (its folder is created)."
-    if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl file, got {out}')
+    _check_out(out)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     with open(out, 'wb') as f:
         pickle.dump(results, f)
 
-# %% ../nbs/18_apis.ipynb 52
+# %% ../nbs/18_apis.ipynb 54
 def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | None = 'default',
                         out: str | None = None, device=None, cfg_options: Mapping | None = None,
                         samples_per_gpu: int = 1) -> tuple[list, dict]:
     """Evaluate `checkpoint` on the config's test set; return `(results, metrics)`. `metrics='default'` takes the
     config's `evaluation.metric` ('bbox' for COCO-style data, 'mAP' for VOC); `None` skips the evaluation."""
+    _check_out(out)
     model = init_detector(config, checkpoint, device=device, cfg_options=cfg_options)
     cfg = model.cfg
-    test_cfg = dict(cfg.data.test)
+    test_cfg = dict(get_key(cfg, 'data.test'))
     samples_per_gpu = test_cfg.pop('samples_per_gpu', samples_per_gpu)
     if metrics == 'default':
         metrics = (cfg.get('evaluation') or {}).get('metric', 'bbox')
     dataset = build_dataset(test_cfg, dict(test_mode=True))
-    loader = build_dataloader(dataset, samples_per_gpu, cfg.data.get('workers_per_gpu', 0), dist=False,
+    workers = check_int(cfg.data.get('workers_per_gpu', 0), 'data.workers_per_gpu', min_value=0)
+    loader = build_dataloader(dataset, check_int(samples_per_gpu, 'data.test.samples_per_gpu'), workers, dist=False,
                               shuffle=False)
     results = single_gpu_test(model, loader)
     if out is not None:
@@ -320,7 +358,7 @@ def evaluate_checkpoint(config, checkpoint: str, metrics: Sequence[str] | str | 
         scores = dataset.evaluate(results, metric=list(metrics) if not isinstance(metrics, str) else metrics)
     return results, scores
 
-# %% ../nbs/18_apis.ipynb 54
+# %% ../nbs/18_apis.ipynb 56
 @COMMANDS.register_module(name='test')
 def test_main(argv: Sequence[str] | None = None) -> int:
     "Evaluate a checkpoint on a config's test set."

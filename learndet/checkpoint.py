@@ -91,7 +91,10 @@ def save_checkpoint(model: nn.Module, filename: str, optimizer: torch.optim.Opti
     atomic_save(checkpoint, filename)
     return filename
 
-# %% ../nbs/15_persistence.ipynb 13
+# %% ../nbs/15_persistence.ipynb 14
+from .core import CheckpointError, read_checkpoint   # chapter 00 reads checkpoint files; here we see why
+
+# %% ../nbs/15_persistence.ipynb 18
 def _ema_weights(checkpoint: Mapping, filename: str) -> Mapping:
     "The averaged weights an EMA hook saved in its state (`hooks.EMAHook.ema_state_dict`)."
     for state in checkpoint.get('hooks', {}).values():
@@ -99,18 +102,40 @@ def _ema_weights(checkpoint: Mapping, filename: str) -> Mapping:
             return state['ema_state_dict']
     raise KeyError(f'{filename}: use_ema=True but the checkpoint has no ema_state_dict (was EMAHook on?)')
 
-# %% ../nbs/15_persistence.ipynb 14
+# %% ../nbs/15_persistence.ipynb 19
+def _check_shapes(model: nn.Module, state_dict: Mapping, filename: str):
+    "A `CheckpointError` naming the weights whose shape differs between `state_dict` and `model`."
+    own = unwrap_model(model).state_dict()
+    bad = [k for k, v in state_dict.items() if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        shown = '; '.join(f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}' for k in bad[:4])
+        more = f'; and {len(bad) - 4} more' if len(bad) > 4 else ''
+        raise CheckpointError(f'checkpoint {filename}: {len(bad)} weight(s) have another shape than in the model, so it '
+                              f'was trained for a different model or number of classes: {shown}{more}')
+
+def _list_keys(keys: list, n: int = 6) -> str:
+    return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
 def load_checkpoint(model: nn.Module, filename: str, map_location: str | torch.device = 'cpu', strict: bool = False,
                     logger: logging.Logger | None = None, use_ema: bool = False, weights_only: bool = True) -> dict:
     "Load weights from `filename` into `model` (`use_ema`: the EMA weights if saved); return the checkpoint dict."
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint file {filename!r} does not exist')
-    checkpoint = torch.load(filename, map_location=map_location, weights_only=weights_only)
+    checkpoint = read_checkpoint(filename, map_location, weights_only)
     if not isinstance(checkpoint, Mapping):
-        raise TypeError(f'{filename}: expected a dict, got {type(checkpoint).__name__}')
+        raise CheckpointError(f'checkpoint {filename}: expected a dict (a state dict, or one with "state_dict"), '
+                              f'got a {type(checkpoint).__name__}')
     state_dict = _ema_weights(checkpoint, filename) if use_ema else checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f'checkpoint {filename}: holds no state dict (a dict of name -> tensor, at the top or '
+                              f'under "state_dict"); its keys are {_list_keys(sorted(map(str, checkpoint)))}')
     state_dict = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state_dict.items())
-    missing, unexpected = unwrap_model(model).load_state_dict(state_dict, strict=strict)
+    _check_shapes(model, state_dict, filename)
+    own = unwrap_model(model).state_dict()
+    missing, unexpected = [k for k in own if k not in state_dict], [k for k in state_dict if k not in own]
+    if strict and (missing or unexpected):
+        raise CheckpointError(f'checkpoint {filename} does not fit the model: '
+                              + '; '.join(f'{what} keys: {_list_keys(keys)}' for what, keys in
+                                          (('missing', missing), ('unexpected', unexpected)) if keys))
+    unwrap_model(model).load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         (logger or get_logger()).warning(f'{filename}: missing keys in the checkpoint: {missing}; '
                                          f'unexpected keys: {unexpected}')

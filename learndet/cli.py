@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import traceback
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import learndet
 from .config import CONFIGS_DIR, Config, ConfigError, add_cfg_options, find_config, load_config, parse_cfg_options
+from .core import LearndetError
 from .registry import COMMANDS, register_all_modules
 
 # %% auto 0
-__all__ = ['print_config_main', 'build_parser', 'main']
+__all__ = ['print_config_main', 'build_parser', 'error_message', 'main']
 
 # %% ../nbs/19_cli.ipynb 7
 @COMMANDS.register_module(name='print-config')
@@ -53,6 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 # %% ../nbs/19_cli.ipynb 10
+_WORKER = re.compile(r'^Caught (\w+) in DataLoader worker process (\d+)\.\nOriginal Traceback \(most recent call last\):\n(.*)$', re.S)
+
+def _unwrap_worker(message: str) -> tuple[str, str, str] | None:
+    "`(original message, innermost file of its traceback, worker id)` for an error re-raised from a DataLoader worker."
+    m = _WORKER.match(message)
+    if m is None:
+        return None
+    name, worker, tb_text = m.groups()
+    lines = tb_text.rstrip('\n').splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    rest = lines[frames[-1] + 1:] if frames else lines
+    start = next((i for i, line in enumerate(rest) if not line.startswith(' ')), 0)   # after the code and ^^^ lines
+    text = re.sub(rf'^[\w.]*{name}: ?', '', '\n'.join(rest[start:]), count=1)
+    inner = re.match(r'  File "([^"]+)"', lines[frames[-1]]).group(1) if frames else ''
+    return text, inner, worker
+
+# %% ../nbs/19_cli.ipynb 11
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(learndet.__file__))
+
+def _in_learndet(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+
+def error_message(e: BaseException) -> str | None:
+    "The one-line message for a user-caused error (kinds 1 and 2 above), or None for what should keep its traceback."
+    worker = _unwrap_worker(str(e.args[0])) if e.args and isinstance(e.args[0], str) else None
+    if worker is not None:
+        message, inner_file, worker_id = worker
+        message = f'{message} (in DataLoader worker {worker_id})'
+    else:
+        message = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
+        frames = traceback.extract_tb(e.__traceback__)
+        inner_file = frames[-1].filename if frames else ''
+    if isinstance(e, (LearndetError, OSError)):                                                       # 1.
+        return message
+    if isinstance(e, (ValueError, KeyError, TypeError)):                                              # 2.
+        if _in_learndet(inner_file):
+            return message
+        return (f'{message} [{type(e).__name__} raised in {os.path.basename(inner_file) or "?"}; if your input looks '
+                f'right, this may be a bug: LEARNDET_DEBUG=1 shows the traceback]')
+    return None                                                                                       # 3.
+
+# %% ../nbs/19_cli.ipynb 12
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `learndet` console script."
     register_all_modules()
@@ -65,10 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS.get(args.command)
     try:
         code = command(argv[1:] + rest)
-    except (FileNotFoundError, ConfigError, KeyError, TypeError, ValueError) as e:
-        if os.environ.get('LEARNDET_DEBUG'):
+    except Exception as e:
+        message = error_message(e)
+        if message is None or os.environ.get('LEARNDET_DEBUG', '') not in ('', '0'):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f'learndet {args.command}: error: {msg}', file=sys.stderr)
+        print(f'learndet {args.command}: error: {message}', file=sys.stderr)
         return 2
     return 0 if code is None else int(code)

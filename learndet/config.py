@@ -26,10 +26,11 @@ import yaml
 from fastcore.basics import patch
 
 import learndet
+from .core import ConfigError, ConfigKeyError   # chapter 00: errors for bad input
 
 # %% auto 0
-__all__ = ['CONFIGS_DIR', 'ConfigDict', 'ConfigError', 'merge_into', 'parse_value', 'parse_cfg_options', 'Config',
-           'import_modules_from_strings', 'find_config', 'load_config', 'add_cfg_options']
+__all__ = ['CONFIGS_DIR', 'ConfigDict', 'merge_into', 'parse_value', 'parse_cfg_options', 'Config', 'import_modules_from_strings',
+           'find_config', 'load_config', 'add_cfg_options', 'get_key', 'check_int', 'check_number']
 
 # %% ../nbs/01_config.ipynb 8
 def _wrap(value: Any) -> Any:
@@ -105,9 +106,6 @@ def to_dict(self: ConfigDict) -> dict:
     return _unwrap(self)
 
 # %% ../nbs/01_config.ipynb 17
-class ConfigError(ValueError):
-    "A config file or option that cannot be read, merged or applied; the message names the file or key."
-
 _EXTS = ('.py', '.json', '.yaml', '.yml')
 
 def _exec_py_config(text: str, filename: str, extra_globals: dict | None = None) -> dict:
@@ -617,3 +615,41 @@ def add_cfg_options(parser: argparse.ArgumentParser):
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='override config values, e.g. optimizer.lr=0.01 data.samples_per_gpu=4 '
                              'model.bbox_head.num_classes=3 img_scale="(640, 480)"')
+
+# %% ../nbs/01_config.ipynb 95
+_MISSING = object()
+
+def get_key(cfg: Config | Mapping, key: str, default: Any = _MISSING) -> Any:
+    "The value at the dotted `key` of `cfg` ('data.samples_per_gpu'); `default` if given, else a `ConfigKeyError`."
+    node = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+    for i, part in enumerate(key.split('.')):
+        if not isinstance(node, Mapping) or part not in node or node[part] is None:
+            if default is not _MISSING:
+                return default
+            here = key.split('.')[:i]
+            keys = [str(k) for k in node] if isinstance(node, Mapping) and part not in node else []
+            close = difflib.get_close_matches(part, keys, n=1, cutoff=0.6)
+            hint = f" (did you mean {'.'.join(here + [close[0]])!r}?)" if close else ''
+            why = 'is None' if isinstance(node, Mapping) and part in node else 'is missing'
+            raise ConfigKeyError(f'config: {key} {why}{hint}')
+        node = node[part]
+    return node
+
+# %% ../nbs/01_config.ipynb 96
+def check_int(value: Any, key: str, min_value: int | None = 1, allowed: Sequence[int] = ()) -> int:
+    "`value` if it is an int (bools refused) >= `min_value` or in `allowed`; else a `ConfigError` naming `key`."
+    import numpy as np
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if is_int and (int(value) in allowed or min_value is None or value >= min_value):
+        return int(value)
+    kind = {1: 'a positive int', 0: 'a non-negative int', None: 'an int'}.get(min_value, f'an int >= {min_value}')
+    also = ''.join(f' or {a}' for a in allowed)
+    raise ConfigError(f'{key} must be {kind}{also}, got {value!r}')
+
+def check_number(value: Any, key: str, positive: bool = True) -> float:
+    "`value` as a float if it is a finite real number (and > 0 if `positive`); else a `ConfigError` naming `key`."
+    import numpy as np
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok and math.isfinite(value) and (not positive or value > 0):
+        return float(value)
+    raise ConfigError(f'{key} must be a {"positive " if positive else ""}finite number, got {value!r}')

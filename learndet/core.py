@@ -14,7 +14,8 @@ import torch
 
 # %% auto 0
 __all__ = ['to_tensor', 'set_random_seed', 'get_device', 'to_device', 'multi_apply', 'images_to_levels', 'unmap', 'subplots',
-           'show_image', 'draw_boxes']
+           'show_image', 'draw_boxes', 'LearndetError', 'ConfigError', 'ConfigKeyError', 'DataError', 'CheckpointError',
+           'read_checkpoint']
 
 # %% ../nbs/00_core.ipynb 5
 def to_tensor(data: Any) -> torch.Tensor:
@@ -172,3 +173,62 @@ def draw_boxes(ax, bboxes, labels=None, scores=None, class_names=None, color=Non
             ax.text(x1, y1, ' '.join(caption), color='white', fontsize=fontsize, va='bottom',
                     bbox=dict(facecolor=c, alpha=0.7, pad=1, edgecolor='none'))
     return ax
+
+# %% ../nbs/00_core.ipynb 40
+class LearndetError(Exception):
+    "Bad input from the user (a file, a config value, an argument); the message names it. The CLI prints it as one line."
+    def __str__(self):
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+class ConfigError(LearndetError, ValueError):
+    "A config file, key or value that cannot be read, merged or used; the message names the file or key."
+
+class ConfigKeyError(ConfigError, KeyError):
+    "A name the config should provide but does not: a missing key, or a `type` no registry knows."
+
+class DataError(LearndetError, ValueError):
+    "An annotation file, image or dataset setting that cannot be used; the message names the file and the id."
+
+class CheckpointError(LearndetError, RuntimeError):
+    "A checkpoint file that cannot be read or does not fit the model; the message names the file and the keys."
+
+# %% ../nbs/00_core.ipynb 45
+import os.path as osp
+import pickle
+import re
+
+def _code_in_pickle(message: str) -> str | None:
+    "The global (`module.name`) that `torch.load(weights_only=True)` refused, if that is why it failed."
+    m = re.search(r'GLOBAL ([\w.]+)', message)
+    return m.group(1) if m else None
+
+# %% ../nbs/00_core.ipynb 46
+def read_checkpoint(filename: str, map_location: str | torch.device = 'cpu', weights_only: bool = True) -> Any:
+    "`torch.load(filename, weights_only=True)`, with errors that name the file and say what is wrong with it."
+    filename = os.fspath(filename)
+    if osp.isdir(filename):
+        raise CheckpointError(f'checkpoint {filename}: is a directory, not a checkpoint file')
+    if not osp.isfile(filename):                                                                   # 1.
+        raise FileNotFoundError(f'checkpoint file {filename!r} does not exist')
+    size = osp.getsize(filename)
+    if size == 0:                                                                                  # 2.
+        raise CheckpointError(f'checkpoint {filename}: the file is empty (0 bytes): an interrupted download or save?')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=weights_only)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, ImportError, UnicodeDecodeError) as e:
+        needs = _code_in_pickle(str(e)) if weights_only else None
+        if needs:                                                                                  # 4.
+            raise CheckpointError(
+                f'checkpoint {filename}: refused to load: its pickle needs the Python object {needs!r} to be '
+                f'imported and called. learndet loads checkpoints with torch.load(weights_only=True) so that nothing '
+                f'in a checkpoint can run code on your machine. If you trust where the file comes from, save its '
+                f"weights alone once (torch.save(torch.load(f, weights_only=False)['state_dict'], 'weights.pth')) "
+                f'and load that file') from None
+        with open(filename, 'rb') as f:                                                             # 3.
+            zipped = f.read(4) == b'PK\x03\x04'
+        what = ('a PyTorch checkpoint that is damaged or cut short (an interrupted download or save?)' if zipped else
+                'not a PyTorch checkpoint, or one that is damaged or cut short')
+        reason = (str(e).strip().splitlines() or [''])[0][:200]
+        raise CheckpointError(f'checkpoint {filename} ({size} bytes): {what} '
+                              f'[{type(e).__name__}{": " + reason if reason else ""}]') from None

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping
 
 from fastcore.basics import patch
 
+from .core import ConfigKeyError   # chapter 00: a KeyError that the CLI prints as one line
+
 # %% auto 0
 __all__ = ['BACKBONES', 'NECKS', 'HEADS', 'ROI_EXTRACTORS', 'SHARED_HEADS', 'LOSSES', 'DETECTORS', 'DATASETS', 'PIPELINES',
            'PRIOR_GENERATORS', 'ANCHOR_GENERATORS', 'BBOX_CODERS', 'BBOX_ASSIGNERS', 'BBOX_SAMPLERS', 'HOOKS',
@@ -116,8 +118,8 @@ def _resolve_type(obj_type, registry: Registry) -> Callable:
         if obj_cls is None:
             close = difflib.get_close_matches(obj_type, list(registry.module_dict), n=3, cutoff=0.5)
             hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
-            raise KeyError(f'{obj_type!r} is not in the {registry.name} registry.{hint} '
-                           f'Registered: {", ".join(sorted(registry.module_dict)) or "(none)"}')
+            raise ConfigKeyError(f'{obj_type!r} is not in the {registry.name} registry.{hint} '
+                                 f'Registered: {", ".join(sorted(registry.module_dict)) or "(none)"}')
         return obj_cls
     if callable(obj_type):
         return obj_type
@@ -134,7 +136,7 @@ def build_from_cfg(cfg: Mapping, registry: Registry, default_args: Mapping | Non
     for k, v in (default_args or {}).items():
         args.setdefault(k, v)
     if 'type' not in args:
-        raise KeyError(f'{registry.name}: the config needs a "type" key, got keys {sorted(args)}')
+        raise ConfigKeyError(f'{registry.name}: the config needs a "type" key, got keys {sorted(args)}')
     obj_cls = _resolve_type(args.pop('type'), registry)
     _check_args(obj_cls, args, registry.name)
     return obj_cls(**args)

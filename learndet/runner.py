@@ -21,6 +21,7 @@ from torch import nn
 
 from .registry import HOOKS, RUNNERS, build_from_cfg
 from .core import to_device
+from .config import check_int
 from .dist_utils import get_dist_info, get_logger, unwrap_model
 from . import checkpoint
 from .checkpoint import get_rng_state, set_rng_state
@@ -181,6 +182,10 @@ def _check_runner_args(model, optimizer, max_epochs, max_iters, meta):
         raise TypeError(f'optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}')
     if max_epochs is not None and max_iters is not None:
         raise ValueError(f'set max_epochs ({max_epochs}) or max_iters ({max_iters}), not both')
+    if max_epochs is not None:
+        check_int(max_epochs, 'runner.max_epochs')       # the config key a user sets (chapter 01's check)
+    if max_iters is not None:
+        check_int(max_iters, 'runner.max_iters')
     if meta is not None and not isinstance(meta, Mapping):
         raise TypeError(f'meta must be a dict, got {type(meta).__name__}')
 
@@ -214,7 +219,7 @@ class BaseRunner:
     max_iters = property(lambda self: self._max_iters)
     hooks = property(lambda self: self._hooks, doc='The registered hooks, in the order they run.')
 
-# %% ../nbs/15_runner.ipynb 35
+# %% ../nbs/15_runner.ipynb 37
 @patch
 def current_lr(self: BaseRunner) -> list[float]:
     "The learning rate of each parameter group."
@@ -222,7 +227,7 @@ def current_lr(self: BaseRunner) -> list[float]:
         raise RuntimeError('current_lr: this runner has no optimizer')
     return [g['lr'] for g in self.optimizer.param_groups]
 
-# %% ../nbs/15_runner.ipynb 37
+# %% ../nbs/15_runner.ipynb 39
 @patch
 def register_hook(self: BaseRunner, hook: Hook, priority: int | str | None = None):
     "Add `hook`, ordered by priority (0 first); equal priorities keep their registration order."
@@ -239,7 +244,7 @@ def register_hook(self: BaseRunner, hook: Hook, priority: int | str | None = Non
         hook.load_state_dict(resumed_states[self._hook_key(hook)])
     return hook
 
-# %% ../nbs/15_runner.ipynb 38
+# %% ../nbs/15_runner.ipynb 40
 @patch
 def _hook_key(self: BaseRunner, hook: Hook) -> str:
     "The key of `hook`'s state in a checkpoint: its class name, plus '#i' if several hooks share the class."
@@ -253,7 +258,7 @@ def register_hook_from_cfg(self: BaseRunner, cfg: Mapping):
     priority = cfg.pop('priority', None)
     return self.register_hook(build_from_cfg(cfg, HOOKS), priority)
 
-# %% ../nbs/15_runner.ipynb 39
+# %% ../nbs/15_runner.ipynb 41
 @patch
 def call_hook(self: BaseRunner, stage: str):
     "Call `stage` on every hook, in priority order (`self._stage` tells a hook where it is called from)."
@@ -275,7 +280,7 @@ def hook_info(self: BaseRunner) -> str:
             lines += [f'  ({priority_name(h.priority):<12}) {type(h).__name__}' for h in hooks]
     return '\n'.join(lines)
 
-# %% ../nbs/15_runner.ipynb 41
+# %% ../nbs/15_runner.ipynb 43
 @patch
 def log_metrics(self: BaseRunner, metrics: Mapping[str, Any], mode: str = 'val', epoch: int | None = None) -> dict:
     "Have every logger hook write the numbers in `metrics` as one record of `mode`; return those numbers."
@@ -285,7 +290,7 @@ def log_metrics(self: BaseRunner, metrics: Mapping[str, Any], mode: str = 'val',
             hook.log_metrics(self, values, mode=mode, epoch=epoch)
     return values
 
-# %% ../nbs/15_runner.ipynb 45
+# %% ../nbs/15_runner.ipynb 47
 def _batch_size(data_batch) -> int:
     "Images in a batch: len(img_metas) for detector batches, else the first dimension of the first tensor."
     if isinstance(data_batch, Mapping):
@@ -299,7 +304,7 @@ def _batch_size(data_batch) -> int:
             return len(v)
     return 1
 
-# %% ../nbs/15_runner.ipynb 46
+# %% ../nbs/15_runner.ipynb 48
 @patch
 def autocast(self: BaseRunner):
     "`torch.autocast` on the model's device with `self.amp_dtype`, or a no-op when mixed precision is off."
@@ -308,7 +313,7 @@ def autocast(self: BaseRunner):
     device = next(unwrap_model(self.model).parameters()).device
     return torch.autocast(device_type=device.type, dtype=self.amp_dtype)
 
-# %% ../nbs/15_runner.ipynb 47
+# %% ../nbs/15_runner.ipynb 49
 @patch
 def run_iter(self: BaseRunner, data_batch, train_mode: bool):
     """Steps 1-2 of the loop: forward and sum of losses -> `self.outputs` = dict(loss, log_vars, num_samples).
@@ -328,7 +333,7 @@ def run_iter(self: BaseRunner, data_batch, train_mode: bool):
     self.log_buffer.update(outputs['log_vars'], outputs['num_samples'])
     return outputs
 
-# %% ../nbs/15_runner.ipynb 49
+# %% ../nbs/15_runner.ipynb 51
 class IterLoader:
     "Iterate a DataLoader across epochs, remembering enough (random state, batches consumed) to replay a resume."
     def __init__(self, data_loader):
@@ -344,7 +349,7 @@ class IterLoader:
             if hasattr(obj, 'set_epoch'):
                 obj.set_epoch(self._epoch)
 
-# %% ../nbs/15_runner.ipynb 50
+# %% ../nbs/15_runner.ipynb 52
 @patch
 def start_epoch(self: IterLoader, epoch: int | None = None):
     "Create the iterator for `epoch` (default: the current one), recording the random state first."
@@ -366,7 +371,7 @@ def __next__(self: IterLoader):
     self._consumed += 1
     return batch
 
-# %% ../nbs/15_runner.ipynb 51
+# %% ../nbs/15_runner.ipynb 53
 @patch
 def state_dict(self: IterLoader) -> dict:
     return dict(epoch=self._epoch, consumed=self._consumed, rng_state=self._rng_state)
@@ -385,7 +390,7 @@ def load_state_dict(self: IterLoader, state: Mapping):
         self._consumed += 1
     set_rng_state(now)
 
-# %% ../nbs/15_runner.ipynb 54
+# %% ../nbs/15_runner.ipynb 56
 @RUNNERS.register_module()
 class EpochBasedRunner(BaseRunner):
     "Train by epochs: `run(data_loaders, workflow)` until `max_epochs`."
@@ -410,7 +415,7 @@ class EpochBasedRunner(BaseRunner):
         self.call_hook('after_train_epoch')
         self._epoch += 1
 
-# %% ../nbs/15_runner.ipynb 55
+# %% ../nbs/15_runner.ipynb 57
 @patch
 @torch.no_grad()
 def val(self: EpochBasedRunner, data_loader, **kwargs):
@@ -424,7 +429,7 @@ def val(self: EpochBasedRunner, data_loader, **kwargs):
         self.call_hook('after_val_iter')
     self.call_hook('after_val_epoch')
 
-# %% ../nbs/15_runner.ipynb 56
+# %% ../nbs/15_runner.ipynb 58
 def _check_workflow(data_loaders, workflow):
     if not isinstance(workflow, (list, tuple)) or not workflow:
         raise TypeError(f'workflow must be a non-empty list of (mode, n) pairs, got {workflow!r}')
@@ -440,7 +445,7 @@ def _apply_resumed_rng(self: BaseRunner):
     if 'rng' in self._resumed:
         set_rng_state(self._resumed.pop('rng'))
 
-# %% ../nbs/15_runner.ipynb 57
+# %% ../nbs/15_runner.ipynb 59
 @patch
 def run(self: EpochBasedRunner, data_loaders: Sequence, workflow: Sequence[tuple[str, int]],
         max_epochs: int | None = None, **kwargs):
@@ -466,7 +471,7 @@ def run(self: EpochBasedRunner, data_loaders: Sequence, workflow: Sequence[tuple
                 getattr(self, mode)(loader)
     self.call_hook('after_run')
 
-# %% ../nbs/15_runner.ipynb 63
+# %% ../nbs/15_runner.ipynb 65
 @patch
 def _in_train_iter(self: BaseRunner) -> bool:
     return getattr(self, '_stage', None) == 'after_train_iter'
@@ -486,7 +491,7 @@ def _progress(self: EpochBasedRunner) -> dict:
         progress['epoch'] += 1
     return progress
 
-# %% ../nbs/15_runner.ipynb 64
+# %% ../nbs/15_runner.ipynb 66
 @patch
 def _checkpoint_meta(self: BaseRunner, meta: Mapping | None = None) -> dict:
     "The runner's `meta`, `meta`, the counters, the classes of the model, runner and optimizer, and `CLASSES`."
@@ -500,7 +505,7 @@ def _checkpoint_meta(self: BaseRunner, meta: Mapping | None = None) -> dict:
         meta['CLASSES'] = tuple(dataset.CLASSES)
     return meta
 
-# %% ../nbs/15_runner.ipynb 65
+# %% ../nbs/15_runner.ipynb 67
 @patch
 def save_checkpoint(self: BaseRunner, out_dir: str, filename_tmpl: str = 'epoch_{}.pth', save_optimizer: bool = True,
                     meta: Mapping | None = None, create_symlink: bool = True, filename: str | None = None) -> str:
@@ -519,7 +524,7 @@ def save_checkpoint(self: BaseRunner, out_dir: str, filename_tmpl: str = 'epoch_
         _point_latest(path, osp.join(out_dir, 'latest.pth'))
     return path
 
-# %% ../nbs/15_runner.ipynb 66
+# %% ../nbs/15_runner.ipynb 68
 def _point_latest(target: str, link: str):
     "Make `link` point at `target` atomically (a relative symlink; a copy if symlinks are not possible)."
     tmp = f'{link}.{os.getpid()}.tmp'
@@ -532,14 +537,14 @@ def _point_latest(target: str, link: str):
         shutil.copyfile(target, tmp)
     os.replace(tmp, link)
 
-# %% ../nbs/15_runner.ipynb 67
+# %% ../nbs/15_runner.ipynb 69
 @patch
 def load_checkpoint(self: BaseRunner, filename: str, map_location='cpu', strict: bool = False) -> dict:
     "`load_from`: the model's weights only; training starts from epoch 0 with a fresh optimizer."
     self.logger.info(f'load checkpoint from {filename}')
     return checkpoint.load_checkpoint(self.model, filename, map_location, strict=strict, logger=self.logger)
 
-# %% ../nbs/15_runner.ipynb 68
+# %% ../nbs/15_runner.ipynb 70
 @patch
 def resume(self: BaseRunner, filename: str, resume_optimizer: bool = True, map_location='cpu') -> dict:
     "`resume_from`: model, optimizer, counters and hook states; loader and RNG states are applied when `run` starts."
@@ -561,7 +566,7 @@ def resume(self: BaseRunner, filename: str, resume_optimizer: bool = True, map_l
     self.logger.info(f'resumed from {filename}: epoch {self._epoch}, iter {self._iter}')
     return ckpt
 
-# %% ../nbs/15_runner.ipynb 69
+# %% ../nbs/15_runner.ipynb 71
 @patch
 def _load_hook_states(self: BaseRunner, hook_states: Mapping[str, dict]):
     "Give each registered hook its saved state; keep them all for hooks registered later."
@@ -570,7 +575,7 @@ def _load_hook_states(self: BaseRunner, hook_states: Mapping[str, dict]):
             hook.load_state_dict(hook_states[self._hook_key(hook)])
     self._resumed['hooks'] = dict(hook_states)
 
-# %% ../nbs/15_runner.ipynb 74
+# %% ../nbs/15_runner.ipynb 76
 @RUNNERS.register_module()
 class IterBasedRunner(BaseRunner):
     "Train by iterations: `run(data_loaders, workflow)` until `max_iters`; `workflow` counts iterations."
@@ -595,7 +600,7 @@ class IterBasedRunner(BaseRunner):
         self.call_hook('after_val_iter')
         self._inner_iter += 1
 
-# %% ../nbs/15_runner.ipynb 75
+# %% ../nbs/15_runner.ipynb 77
 @patch
 def _iter_loaders(self: IterBasedRunner, data_loaders: Sequence, workflow: Sequence) -> list[IterLoader]:
     "One endless `IterLoader` per workflow entry; the training one is replayed from a resumed checkpoint."
@@ -608,7 +613,7 @@ def _iter_loaders(self: IterBasedRunner, data_loaders: Sequence, workflow: Seque
             train_loader.load_state_dict(self._resumed.pop('loader'))
     return loaders
 
-# %% ../nbs/15_runner.ipynb 76
+# %% ../nbs/15_runner.ipynb 78
 @patch
 def run(self: IterBasedRunner, data_loaders: Sequence, workflow: Sequence[tuple[str, int]],
         max_iters: int | None = None, **kwargs):
@@ -637,13 +642,13 @@ def run(self: IterBasedRunner, data_loaders: Sequence, workflow: Sequence[tuple[
     self.call_hook('after_train_epoch')
     self.call_hook('after_run')
 
-# %% ../nbs/15_runner.ipynb 77
+# %% ../nbs/15_runner.ipynb 79
 @patch
 def _progress(self: IterBasedRunner) -> dict:
     "Counters of completed work (inner_iter is not needed: the loader state says where the epoch is)."
     return dict(epoch=self._epoch, iter=self._iter + (1 if self._in_train_iter() else 0), inner_iter=0)
 
-# %% ../nbs/15_runner.ipynb 80
+# %% ../nbs/15_runner.ipynb 82
 def _as_dict(cfg) -> dict | None:
     if cfg is None:
         return None
@@ -661,7 +666,7 @@ def _policy_hook_cfg(cfg: dict, kind: str, what: str, examples: str) -> dict:
         cfg['type'] = f'{policy}{kind}UpdaterHook'
     return cfg
 
-# %% ../nbs/15_runner.ipynb 81
+# %% ../nbs/15_runner.ipynb 83
 @patch
 def register_lr_hook(self: BaseRunner, lr_config):
     lr_config = _as_dict(lr_config)
@@ -676,7 +681,7 @@ def register_momentum_hook(self: BaseRunner, momentum_config):
         momentum_config = _policy_hook_cfg(momentum_config, 'Momentum', 'momentum_config', 'e.g. cyclic')
         self.register_hook_from_cfg(dict(momentum_config, priority=momentum_config.pop('priority', 'HIGH')))
 
-# %% ../nbs/15_runner.ipynb 82
+# %% ../nbs/15_runner.ipynb 84
 @patch
 def register_optimizer_hook(self: BaseRunner, optimizer_config, fp16=None):
     "`optimizer_config` (and mmdetection's top-level `fp16=dict(loss_scale=...)`) -> an OptimizerHook."
@@ -690,9 +695,11 @@ def register_optimizer_hook(self: BaseRunner, optimizer_config, fp16=None):
 def register_checkpoint_hook(self: BaseRunner, checkpoint_config):
     checkpoint_config = _as_dict(checkpoint_config)
     if checkpoint_config is not None:
+        if 'interval' in checkpoint_config:          # -1: never by interval (only at the end), as in mmcv
+            check_int(checkpoint_config['interval'], 'checkpoint_config.interval', allowed=(-1,))
         self.register_hook_from_cfg(dict(dict(type='CheckpointHook'), **checkpoint_config))
 
-# %% ../nbs/15_runner.ipynb 83
+# %% ../nbs/15_runner.ipynb 85
 @patch
 def register_custom_hooks(self: BaseRunner, custom_hooks_config):
     for hook_cfg in custom_hooks_config or []:
@@ -704,13 +711,15 @@ def register_custom_hooks(self: BaseRunner, custom_hooks_config):
 def register_logger_hooks(self: BaseRunner, log_config):
     "Each of `log_config.hooks`, with the shared `interval` (default 50) and priority VERY_LOW unless it says otherwise."
     log_config = _as_dict(log_config)
+    if log_config is not None and 'interval' in log_config:
+        check_int(log_config['interval'], 'log_config.interval')
     for info in (log_config or {}).get('hooks', []):
         info = dict(info)
         info.setdefault('interval', log_config.get('interval', 50))
         info.setdefault('priority', 'VERY_LOW')
         self.register_hook_from_cfg(info)
 
-# %% ../nbs/15_runner.ipynb 84
+# %% ../nbs/15_runner.ipynb 86
 @patch
 def register_training_hooks(self: BaseRunner, lr_config=None, optimizer_config=None, checkpoint_config=None,
                             log_config=None, momentum_config=None, custom_hooks_config=None, fp16=None,
@@ -727,7 +736,7 @@ def register_training_hooks(self: BaseRunner, lr_config=None, optimizer_config=N
     self.register_custom_hooks(custom_hooks_config)
     self.register_logger_hooks(log_config)
 
-# %% ../nbs/15_runner.ipynb 86
+# %% ../nbs/15_runner.ipynb 88
 @patch
 def register_training_hooks(self: IterBasedRunner, lr_config=None, optimizer_config=None, checkpoint_config=None,
                             log_config=None, momentum_config=None, **kwargs):
@@ -743,5 +752,5 @@ def build_runner(cfg: Mapping, default_args: Mapping | None = None) -> BaseRunne
     "Build a runner from `cfg` (e.g. `dict(type='EpochBasedRunner', max_epochs=12)`) in the RUNNERS registry."
     return build_from_cfg(cfg, RUNNERS, default_args)
 
-# %% ../nbs/15_runner.ipynb 93
+# %% ../nbs/15_runner.ipynb 95
 from .checkpoint import load_checkpoint, save_checkpoint  # the functions, not the runner's methods

@@ -69,7 +69,7 @@ def test_shapes_boxes_match_pixels_many_seeds(tmp_path):
 
 # ---------------------------------------------------------------- real formats and bad input
 def test_coco_fixture_through_pipeline():
-    with pytest.warns(UserWarning, match=r'dropped 1 box.*img_002\.jpg'):
+    with pytest.warns(UserWarning, match=r'skipped 1 annotation\(s\), as mmdetection 2\.x does: 1 under 1 px wide or high \(id 5\)'):
         ds = CocoDataset(str(COCO_JSON), TRAIN_PIPELINE, img_prefix=str(FIX / 'coco/images'), classes=('person', 'car', 'dog'))
     assert len(ds) == 3   # the empty image is filtered for training
     batch = collate([ds[i] for i in range(len(ds))])
@@ -94,15 +94,24 @@ def test_missing_image_names_the_file(tmp_path):
         ds[0]
 
 
-def test_boxes_outside_are_clipped_and_degenerate_dropped(tmp_path):
+def test_boxes_outside_are_skipped_and_clipped(tmp_path):
+    "mmdetection 2.x skips boxes outside the image and under 1 px; learndet does too, and says so; the rest are clipped."
     data = json.loads(COCO_JSON.read_text())
-    data['annotations'] += [dict(id=50, image_id=3, category_id=1, bbox=[70, 10, 5, 5], area=25, iscrowd=0),   # outside
-                            dict(id=51, image_id=3, category_id=1, bbox=[10, 10, -4, 5], area=0, iscrowd=0),  # negative
+    data['annotations'] += [dict(id=50, image_id=3, category_id=1, bbox=[70, 10, 5, 5], area=25, iscrowd=0),    # outside
+                            dict(id=51, image_id=3, category_id=1, bbox=[10, 10, 0.5, 5], area=2.5, iscrowd=0),  # < 1 px
                             dict(id=52, image_id=3, category_id=1, bbox=[-10, 40, 30, 30], area=900, iscrowd=0)]  # clipped
     (tmp_path / 'a.json').write_text(json.dumps(data))
-    with pytest.warns(UserWarning, match=r'dropped 3 box\(es\).*clipped 2 box\(es\)'):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
         ds = CocoDataset(str(tmp_path / 'a.json'), classes=('person', 'car', 'dog'), test_mode=True)
+    messages = ' | '.join(str(x.message) for x in w)
+    assert 'skipped 3 annotation(s)' in messages and '1 outside its image (id 50)' in messages
+    assert '2 under 1 px wide or high (ids 5, 51)' in messages and 'clipped 2 box(es)' in messages
     np.testing.assert_array_equal(ds.get_ann_info(2)['bboxes'], [[0, 40, 20, 48]])
+    data['annotations'][-2]['bbox'] = [10, 10, -4, 5]                       # a negative width is refused, not skipped
+    (tmp_path / 'a.json').write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r'a\.json: annotation 51 \(image img_003\.jpg\) has bbox .*negative width'):
+        CocoDataset(str(tmp_path / 'a.json'), classes=('person', 'car', 'dog'), test_mode=True)
 
 
 @pytest.mark.parametrize('mutate,match', [
@@ -250,7 +259,8 @@ def _write_cfg(tmp_path, shapes):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(f"_base_ = {str(REPO / 'learndet/configs/_base_/datasets/shapes_detection.py')!r}\n"
                    f"data_root = {str(shapes) + '/'!r}\n"
-                   "data = dict(train=dict(ann_file=data_root + 'annotations/instances_train.json', img_prefix=data_root + 'train/'))\n")
+                   "data = dict(train=dict(ann_file=data_root + 'annotations/instances_train.json', img_prefix=data_root + 'train/',\n"
+                   "                                 generate=False))\n")   # the set made by the fixture, as it is
     return cfg
 
 

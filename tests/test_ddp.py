@@ -3,7 +3,9 @@ same parameters as one process given the combined batch (ToyRegressor has no bat
 that only rank 0 writes checkpoints and logs, that seeds differ per rank, and that evaluation under DDP
 does not hang.
 The tiny RetinaNet: `learndet train --launcher pytorch` under torchrun (2 gloo processes) end to end, and 2 processes
-x B images ending with the same parameters as 1 process x 2B images (GroupNorm, see `equivalence_cfg`)."""
+x B images ending with the same parameters as 1 process x 2B images (GroupNorm, see `equivalence_cfg`), with a
+sampled cross-entropy and with RetinaNet's own focal loss, whose normaliser (the number of positives) is averaged
+across the processes (`train_cfg.sync_avg_factor`, on by default; off, the two runs differ)."""
 import json
 import os
 import os.path as osp
@@ -125,15 +127,18 @@ from learndet.optim import build_optimizer
 TINY = 'retinanet/retinanet_tiny_r18_fpn_shapes.py'
 N_IMAGES, IMG = 20, 128          # 16 train + 4 val images of 128 px (val_fraction 0.2)
 N_TRAIN, B = 16, 2               # images per process per iteration
+# the set's parameters: the fixture generates it, and the configs' `generate` must say the same (ShapesDataset
+# refuses a set on disk that disagrees with its `generate`); empty_prob=0: see equivalence_cfg
+SHAPES = dict(num_images=N_IMAGES, img_size=IMG, seed=0, empty_prob=0.0)
 
 
 @pytest.fixture(scope='module')
 def shapes_cwd(tmp_path_factory):
     """A working directory whose data/shapes/ (the config's data_root) holds a small shapes set, generated here
-    once, before any training process starts (ShapesDataset only generates when the annotation file is missing)."""
+    once, before any training process starts (the configs' `generate` names the same parameters, see SHAPES)."""
     cwd = tmp_path_factory.mktemp('ddp_shapes')
     # empty_prob=0: every image has objects (see equivalence_cfg for why the DDP equivalence needs that)
-    root = get_shapes_dataset(cwd / 'data' / 'shapes', num_images=N_IMAGES, img_size=IMG, seed=0, empty_prob=0.0)
+    root = get_shapes_dataset(cwd / 'data' / 'shapes', **SHAPES)
     assert len(os.listdir(root / 'train')) == N_TRAIN
     return cwd
 
@@ -154,7 +159,8 @@ def test_cli_train_torchrun_two_processes(shapes_cwd, tmp_path):
            f'--master_port={free_port()}', _learndet_script(tmp_path), 'train', TINY, '--launcher', 'pytorch',
            '--device', 'cpu', '--work-dir', str(work_dir), '--cfg-options', f'data.samples_per_gpu={B}',
            'data.workers_per_gpu=0', 'runner.max_epochs=1', 'lr_config.warmup_iters=2', 'log_config.interval=1',
-           f'data.train.pipeline.2.img_scale=({IMG},{IMG})', f'data.val.pipeline.1.img_scale=({IMG},{IMG})']
+           f'data.train.pipeline.2.img_scale=({IMG},{IMG})', f'data.val.pipeline.1.img_scale=({IMG},{IMG})',
+           *[f'data.{split}.generate.{k}={v}' for split in ('train', 'val', 'test') for k, v in SHAPES.items()]]
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(cmd, cwd=shapes_cwd, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
@@ -197,8 +203,9 @@ def equivalence_cfg(root: Path) -> dict:
     - GroupNorm instead of BatchNorm (per-image statistics, the same however the batch is split);
     - no random flip; all images 128x128, so the padded batch size doesn't depend on the split;
     - a loss whose normaliser is the same per image: RetinaNet's focal loss divides by the number of positive
-      anchors *of the process* (mmdetection 2.x too), so two processes with different numbers of positives
-      average differently from one process. With a sigmoid cross-entropy the head "samples" (PseudoSampler) and
+      anchors, which mmdetection 2.x counts *per process* (two processes with different numbers of positives then
+      average differently from one process; learndet averages the count across processes, tested with the focal
+      loss in `test_ddp_retinanet_focal_loss_two_by_b_equals_one_by_2b`). With a sigmoid cross-entropy the head "samples" (PseudoSampler) and
       divides by positives + negatives, and with neg_iou_thr == pos_iou_thr every anchor is one or the other:
       the normaliser is (anchors per image) x (images), proportional to the batch -- provided no image is
       empty, since an image without positives counts max(0, 1) = 1 extra (hence empty_prob=0 in the fixture);
@@ -213,6 +220,7 @@ def equivalence_cfg(root: Path) -> dict:
         'data.train.ann_file': str(root / 'annotations' / 'instances_train.json'),
         'data.train.img_prefix': str(root / 'train') + '/',
         'data.train.pipeline.2.img_scale': (IMG, IMG),
+        'data.train.generate': dict(SHAPES),
         'data.train.pipeline.3.flip_ratio': 0.0,
         'optimizer': dict(_delete_=True, type='SGD', lr=0.2, momentum=0.9, weight_decay=1e-4),
         'lr_config.warmup_iters': 2,
@@ -287,3 +295,130 @@ def test_ddp_detector_two_by_b_equals_one_by_2b(shapes_cwd, tmp_path):
                             str(tmp_path / 'alone'), distributed=False)
     off = max((ddp_state[k] - v).abs().max().item() for k, v in alone.state_dict().items())
     assert off > 1e-3, off
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RetinaNet as configured (focal loss averaged over the positives): the normaliser is averaged across the processes
+# (`BaseDenseHead.avg_factor`, `train_cfg.sync_avg_factor`, on by default), so 2 x B equals 1 x 2B -- and with the
+# flag off it does not, which shows that the check can fail.
+# ---------------------------------------------------------------------------------------------------------------
+from learndet.runner import Hook
+
+
+def focal_equivalence_cfg(root: Path, sync_avg_factor: bool) -> dict:
+    """The tiny RetinaNet with its own losses (FocalLoss over the positives, L1) and assigner (pos 0.5 / neg 0.4),
+    made free of batch statistics and of randomness that depends on the split: GroupNorm in the backbone (the
+    neck and head have no norm), no random flip, 128x128 images (one padded size however the batch is split), SGD
+    (see `equivalence_cfg`)."""
+    cfg = load_config(TINY)
+    cfg.merge_from_dict({
+        'model.backbone.norm_cfg': dict(type='GN', num_groups=4, requires_grad=True),
+        'model.train_cfg': dict(sync_avg_factor=sync_avg_factor),   # merged into the base's train_cfg
+        'data.train.ann_file': str(root / 'annotations' / 'instances_train.json'),
+        'data.train.img_prefix': str(root / 'train') + '/',
+        'data.train.pipeline.2.img_scale': (IMG, IMG),
+        'data.train.generate': dict(SHAPES),
+        'data.train.pipeline.3.flip_ratio': 0.0,
+        'optimizer': dict(_delete_=True, type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
+        'lr_config.warmup_iters': 2,
+        'lr_config.warmup_ratio': 0.1,
+    })
+    return cfg.to_dict()
+
+
+class RecordFirstGrads(Hook):
+    "After the first iteration's optimizer step, keep a copy of every gradient (under DDP: the averaged one)."
+    def __init__(self, model):
+        self.model, self.grads = model, None
+
+    def after_train_iter(self, runner):
+        if self.grads is None:
+            self.grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.grad is not None}
+
+
+def run_recorded(cfg: dict, loader, work_dir: str, distributed: bool):
+    """`run_detector` plus what the comparison needs: the first step's gradients and, per iteration, the number of
+    positive anchors the head counted in this process's images (`DenseTargets.num_total_pos`)."""
+    import logging
+    set_random_seed(0, deterministic=True)
+    model = build_detector(cfg['model'])
+    model.init_weights()
+    head, num_pos = model.bbox_head, []
+    get_targets = head.get_targets
+    def counting_get_targets(*args, **kwargs):
+        targets = get_targets(*args, **kwargs)
+        num_pos.append(targets.num_total_pos)
+        return targets
+    head.get_targets = counting_get_targets                       # this instance only
+    optimizer = build_optimizer(model, cfg['optimizer'])
+    net = wrap_ddp(model) if distributed else model
+    runner = EpochBasedRunner(net, optimizer, work_dir=work_dir, max_epochs=1,
+                              logger=get_logger('learndet.ddp', log_level=logging.WARNING))
+    runner.register_training_hooks(cfg['lr_config'], cfg['optimizer_config'])
+    grads = RecordFirstGrads(model)
+    runner.register_hook(grads, priority='LOWEST')                # after the optimizer hook's step
+    runner.run([loader], [('train', 1)])
+    return dict(state_dict=model.state_dict(), grads=grads.grads, num_pos=num_pos)
+
+
+def focal_worker(rank, world_size, port, cfgs, out_dir):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    init_dist('gloo')
+    try:
+        results = {}
+        for name, cfg in cfgs.items():
+            dataset = build_dataset(cfg['data']['train'])
+            loader = build_dataloader(dataset, B, 0, dist=True, shuffle=False, seed=0)   # rank r: images r, r+2, ...
+            results[name] = run_recorded(cfg, loader, osp.join(out_dir, f'work_{name}'), distributed=True)
+        torch.save(results, osp.join(out_dir, f'focal_rank{rank}.pt'))
+    finally:
+        dist.destroy_process_group()
+
+
+def _max_rel_diff(a: dict, b: dict) -> float:
+    "The largest |a - b| over all tensors, relative to the largest |b| of that tensor."
+    return max(((a[k] - v).abs().max() / v.abs().max().clamp_min(1e-12)).item() for k, v in b.items())
+
+
+def test_ddp_retinanet_focal_loss_two_by_b_equals_one_by_2b(shapes_cwd, tmp_path):
+    root = shapes_cwd / 'data' / 'shapes'
+    cfgs = {'sync': focal_equivalence_cfg(root, True), 'nosync': focal_equivalence_cfg(root, False)}
+    mp.spawn(focal_worker, args=(2, free_port(), cfgs, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f'focal_rank{r}.pt', weights_only=False) for r in (0, 1)]
+    # one process, 2B images per iteration: the flag changes nothing outside DDP (reduce_mean of one process is
+    # the number itself), so one run is the reference for both
+    dataset = build_dataset(cfgs['sync']['data']['train'])
+    single = run_recorded(cfgs['sync'], build_dataloader(dataset, 2 * B, 0, shuffle=False), str(tmp_path / 'single'),
+                          distributed=False)
+    iters = N_TRAIN // (2 * B)
+    sync0, sync1 = ranks[0]['sync'], ranks[1]['sync']
+    # the premise: the two halves hold different numbers of positives at every step we compare (else the
+    # normaliser could not matter), and together exactly the single run's
+    assert len(sync0['num_pos']) == len(sync1['num_pos']) == len(single['num_pos']) == iters
+    assert sync0['num_pos'][0] != sync1['num_pos'][0], (sync0['num_pos'], sync1['num_pos'])
+    assert [a + b for a, b in zip(sync0['num_pos'], sync1['num_pos'])] == single['num_pos']
+    # synchronised normaliser: the first step's (averaged) gradient is the one-process gradient ...
+    assert set(sync0['grads']) == set(single['grads'])
+    for name, g in single['grads'].items():
+        torch.testing.assert_close(sync0['grads'][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    # ... and after 4 SGD steps (momentum, warmup, clipping) the parameters are the same, on both ranks
+    for name, p in single['state_dict'].items():
+        torch.testing.assert_close(sync0['state_dict'][name], p, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(sync1['state_dict'][name], p, rtol=1e-4, atol=1e-5, msg=name)
+    set_random_seed(0, deterministic=True)
+    init = build_detector(cfgs['sync']['model'])
+    init.init_weights()
+    moved = max((single['state_dict'][k] - v).abs().max().item() for k, v in init.state_dict().items())
+    assert moved > 1e-2, moved                                    # training moved the weights well past tolerance
+    # each process's own normaliser (mmdetection 2.x's behaviour): the gradient is off by a visible fraction
+    nosync0 = ranks[0]['nosync']
+    assert nosync0['num_pos'] == sync0['num_pos']                 # the same data: only the normaliser differs
+    grad_off = _max_rel_diff(nosync0['grads'], single['grads'])
+    assert grad_off > 0.01, grad_off
+    param_off = max((nosync0['state_dict'][k] - v).abs().max().item() for k, v in single['state_dict'].items())
+    assert param_off > 1e-3, param_off
+    print(f'positives per rank {sync0["num_pos"]} / {sync1["num_pos"]}; synced: first-step grad max rel diff '
+          f'{_max_rel_diff(sync0["grads"], single["grads"]):.1e}; per process: grad {grad_off:.3f}, '
+          f'params {param_off:.4f} (moved {moved:.3f})', end=' ')

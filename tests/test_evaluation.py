@@ -8,7 +8,7 @@ IoU thresholds / use_cats. The stats and the precision, recall and scores arrays
     pytest tests/test_evaluation.py                      # ~300 scenes per property, about a minute
     LEARNDET_SLOW=1 pytest tests/test_evaluation.py      # 10x more
 """
-import contextlib, copy, io, os, sys
+import contextlib, copy, io, json, os, sys
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +197,21 @@ def test_benchmark_smoke():
     import bench_coco_eval
     rows = bench_coco_eval.main(['--images', '20', '--dets', '30', '--runs', '1'])
     assert rows[0][2] is True and rows[0][3] < 1e-9
+
+
+def test_evaluation_after_filtering_maps_results_to_the_kept_images(tmp_path):
+    "Three images, the middle one without boxes, test_mode=False: the dataset keeps two, and perfect detections of"
+    "those two score mAP 1.0 (mmdetection 2.x's answer; pairing results with the unfiltered ids scored 0.0)."
+    boxes = {1: [10., 12., 30., 20.], 3: [5., 5., 40., 50.]}                     # xywh
+    coco = dict(images=[dict(id=i, file_name=f'{i}.jpg', width=64, height=64) for i in (1, 2, 3)],
+                annotations=[dict(id=10 + i, image_id=i, category_id=7, bbox=b, area=b[2] * b[3], iscrowd=0)
+                             for i, b in boxes.items()],
+                categories=[dict(id=7, name='square')])
+    ann_file = tmp_path / 'three.json'
+    ann_file.write_text(json.dumps(coco))
+    from learndet.data.datasets import CocoDataset
+    ds = CocoDataset(str(ann_file), classes=['square'], test_mode=False)
+    assert len(ds) == 2 and ds.img_ids == [1, 3]
+    results = [[np.array([[x, y, x + w, y + h, 0.9]], np.float32)] for x, y, w, h in (boxes[1], boxes[3])]
+    metrics = ds.evaluate(results, metric='bbox', logger='silent')
+    assert metrics['bbox_mAP'] == pytest.approx(1.0)

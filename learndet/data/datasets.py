@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from fastcore.basics import patch
 
+from ..core import DataError   # chapter 00: bad input, printed by the CLI as one line
 from ..registry import DATASETS, PIPELINES, build_from_cfg
 
 # %% auto 0
@@ -54,8 +55,8 @@ def _load_file(path: str, what: str = 'annotation file'):
             with open(path, 'rb') as f:
                 return pickle.load(f)
     except (ValueError, pickle.UnpicklingError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f'cannot parse {what} {path}: {type(e).__name__}: {e}') from None
-    raise ValueError(f'{what} {path}: unsupported extension {ext!r} (use .json or .pkl)')
+        raise DataError(f'cannot parse {what} {path}: {type(e).__name__}: {e}') from None
+    raise DataError(f'{what} {path}: unsupported extension {ext!r} (use .json or .pkl)')
 
 def _join(root: str | None, path):
     return osp.join(root, path) if root is not None and path is not None and not osp.isabs(path) else path
@@ -74,14 +75,18 @@ class CustomDataset(Dataset):
         self.test_mode, self.filter_empty_gt, self.min_size = test_mode, filter_empty_gt, min_size
         self.CLASSES = self.get_classes(classes)
         self.data_infos = self.load_annotations(self.ann_file)
+        if not self.data_infos:
+            raise DataError(f'{self.ann_file}: the file lists no images: there is nothing to train or test on')
         self._clean_annotations()
         self.proposals = self.load_proposals(self.proposal_file) if self.proposal_file else None
         if not test_mode:
             valid = self._filter_imgs()
-            if self.data_infos and not valid:
-                raise ValueError(f'{self.ann_file}: all {len(self.data_infos)} images were filtered out for training '
+            if not valid:
+                raise DataError(f'{self.ann_file}: all {len(self.data_infos)} images were filtered out for training '
                                  f'(smaller than min_size={min_size}, or without boxes with filter_empty_gt=True)')
             self.data_infos = [self.data_infos[i] for i in valid]
+            if getattr(self, 'img_ids', None) is not None:   # COCO/VOC: evaluation maps result i to img_ids[i]
+                self.img_ids = [self.img_ids[i] for i in valid]
             if self.proposals is not None:
                 self.proposals = [self.proposals[i] for i in valid]
         self._set_group_flag()
@@ -93,16 +98,16 @@ class CustomDataset(Dataset):
 # %% ../../nbs/04_datasets.ipynb 11
 @patch(cls_method=True)
 def get_classes(cls: CustomDataset, classes=None) -> tuple | None:
-    "Class names: `cls.CLASSES` if `classes` is None, else a tuple/list of names or a text file (one per line)."
+    "Class names: `cls.CLASSES` (a tuple) if `classes` is None, else the tuple/list given, or a text file's lines (a list)."
     if classes is None:
         return tuple(cls.CLASSES) if cls.CLASSES is not None else None
     if isinstance(classes, (str, os.PathLike)):
         if not osp.isfile(classes):
             raise FileNotFoundError(f'classes file not found: {classes}')
         with open(classes, encoding='utf-8') as f:
-            return tuple(line.strip() for line in f if line.strip())
+            return [line.strip() for line in f if line.strip()]   # a list, as mmdetection's list_from_file
     if isinstance(classes, (tuple, list)):
-        return tuple(classes)
+        return type(classes)(classes)                             # as given (a copy): a list stays a list
     raise TypeError(f'classes must be None, a file name or a tuple/list of names, got {type(classes).__name__}')
 
 # %% ../../nbs/04_datasets.ipynb 12
@@ -111,11 +116,11 @@ def load_annotations(self: CustomDataset, ann_file: str) -> list[dict]:
     "Read the middle format from `ann_file` (.json or .pkl); lists become arrays."
     infos = _load_file(ann_file)
     if not isinstance(infos, list):
-        raise ValueError(f'{ann_file}: expected a list of image dicts, got {type(infos).__name__}')
+        raise DataError(f'{ann_file}: expected a list of image dicts, got {type(infos).__name__}')
     for i, info in enumerate(infos):
         missing = [k for k in ('filename', 'width', 'height') if not isinstance(info, Mapping) or k not in info]
         if missing:
-            raise ValueError(f'{ann_file}: entry {i} has no {missing} (every image needs filename, width, height)')
+            raise DataError(f'{ann_file}: entry {i} has no {missing} (every image needs filename, width, height)')
     return [dict(info) for info in infos]
 
 # %% ../../nbs/04_datasets.ipynb 13
@@ -137,13 +142,16 @@ def _clean_annotations(self: CustomDataset) -> None:
                 boxes = np.asarray(ann.get(box_key, np.zeros((0, 4))), np.float32).reshape(-1, 4)
                 labels = np.asarray(ann.get(label_key, np.zeros(len(boxes))), np.int64).reshape(-1)
             except (ValueError, TypeError) as e:
-                raise ValueError(f'{self.ann_file}: image {info["filename"]}: bad {box_key}/{label_key}: {e}') from None
+                raise DataError(f'{self.ann_file}: image {info["filename"]}: bad {box_key}/{label_key}: {e}') from None
+            if not np.isfinite(boxes).all():
+                raise DataError(f'{self.ann_file}: image {info["filename"]} has a non-finite box in {box_key} '
+                                f'{boxes[~np.isfinite(boxes).all(1)][0].tolist()} (NaN or inf)')
             if len(labels) != len(boxes):
-                raise ValueError(f'{self.ann_file}: image {info["filename"]} has {len(boxes)} {box_key} '
+                raise DataError(f'{self.ann_file}: image {info["filename"]} has {len(boxes)} {box_key} '
                                  f'but {len(labels)} {label_key}')
             if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
                 bad = labels[(labels < 0) | (labels >= num_classes)][0]
-                raise ValueError(f'{self.ann_file}: image {info["filename"]} has label {bad}, but there are '
+                raise DataError(f'{self.ann_file}: image {info["filename"]} has label {bad}, but there are '
                                  f'{num_classes} classes (labels must be 0..{num_classes - 1})')
             boxes, keep, clipped = clip_and_filter_bboxes(boxes, info['width'], info['height'])
             if not keep.all() and first is None:
@@ -185,7 +193,7 @@ def load_proposals(self: CustomDataset, proposal_file: str) -> list:
     "Precomputed proposals: a list (one per image, same order as the annotations) of (n, 4) or (n, 5) arrays."
     props = _load_file(proposal_file, 'proposal file')
     if len(props) != len(self.data_infos):
-        raise ValueError(f'{proposal_file}: {len(props)} proposal arrays for {len(self.data_infos)} images')
+        raise DataError(f'{proposal_file}: {len(props)} proposal arrays for {len(self.data_infos)} images')
     return [np.asarray(p, np.float32) for p in props]
 
 # %% ../../nbs/04_datasets.ipynb 16
@@ -216,7 +224,14 @@ def _prepare_img(self: CustomDataset, idx: int, with_ann: bool) -> dict | None:
     if self.proposals is not None:
         results['proposals'] = self.proposals[idx]
     self.pre_pipeline(results)
-    return self.pipeline(results) if self.pipeline is not None else results
+    if self.pipeline is None:
+        return results
+    try:
+        return self.pipeline(results)
+    except FileNotFoundError as e:          # the usual cause: img_prefix names the wrong folder
+        if self.img_prefix and not osp.isdir(self.img_prefix):
+            raise FileNotFoundError(f'{e} (img_prefix {self.img_prefix!r} of {self.ann_file} is not a folder)') from None
+        raise
 
 # %% ../../nbs/04_datasets.ipynb 19
 @patch
@@ -257,7 +272,66 @@ def __repr__(self: CustomDataset) -> str:
     rows = [f'  {i:>3} {name:<16} {int(counts[i]):>7}' for i, name in enumerate(self.CLASSES)]
     return '\n'.join([head + f' ({n_empty} without objects), instances per class:'] + rows)
 
-# %% ../../nbs/04_datasets.ipynb 32
+# %% ../../nbs/04_datasets.ipynb 33
+def _bbox_problem(bbox) -> str | None:
+    "What is wrong with a COCO `bbox` ([x, y, width, height]), or None if nothing is."
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return 'is not [x, y, width, height]'
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        return 'has a value that is not a number'
+    if not all(math.isfinite(v) for v in bbox):
+        return 'has a NaN or infinite coordinate'
+    if bbox[2] < 0 or bbox[3] < 0:
+        return 'has a negative width or height (COCO boxes are [x, y, width, height]; is this [x1, y1, x2, y2]?)'
+    return None
+
+def _duplicates(ids) -> dict:
+    "{id: count} of the ids that occur more than once."
+    counts = defaultdict(int)
+    for i in ids:
+        counts[i] += 1
+    return {i: n for i, n in counts.items() if n > 1}
+
+# %% ../../nbs/04_datasets.ipynb 34
+def _check_coco(data, ann_file: str) -> None:
+    "Refuse a COCO json that training cannot use faithfully; every error names `ann_file` and the id at fault."
+    if not isinstance(data, dict) or 'images' not in data or 'categories' not in data:               # 1.
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise DataError(f'{ann_file}: not a COCO instances file (needs "images" and "categories"; has {keys})')
+    for key in ('images', 'annotations', 'categories'):
+        need = {'images': ('id', 'file_name', 'width', 'height'), 'annotations': ('id', 'image_id', 'category_id'),
+                'categories': ('id', 'name')}[key]
+        for i, item in enumerate(data.get(key, [])):
+            missing = [k for k in need if not isinstance(item, Mapping) or k not in item]
+            if missing:
+                raise DataError(f'{ann_file}: {key}[{i}] has no {missing}')
+    images = data['images']
+    if not images:                                                                                       # 2.
+        raise DataError(f'{ann_file}: "images" is empty: the file lists no images to train or test on')
+    for img_id, n in _duplicates(im['id'] for im in images).items():
+        names = [im['file_name'] for im in images if im['id'] == img_id]
+        raise DataError(f'{ann_file}: image id {img_id} is used by {n} images ({", ".join(map(str, names[:3]))}); '
+                        f'image ids must be unique')
+    for im in images:
+        if not all(isinstance(im[k], (int, float)) and not isinstance(im[k], bool) and im[k] > 0 for k in ('width', 'height')):
+            raise DataError(f'{ann_file}: image {im["id"]} ({im["file_name"]}) has width {im["width"]!r} and height '
+                            f'{im["height"]!r}; both must be positive numbers')
+    anns = data.get('annotations', [])
+    for ann_id, n in _duplicates(a['id'] for a in anns).items():                                       # 3.
+        raise DataError(f"Annotation ids in '{ann_file}' are not unique! (id {ann_id} is used {n} times)")
+    file_of, cat_ids = {im['id']: im['file_name'] for im in images}, {c['id'] for c in data['categories']}
+    for ann in anns:
+        if ann['image_id'] not in file_of:
+            raise DataError(f'{ann_file}: annotation {ann["id"]} has image_id {ann["image_id"]!r}, which is not '
+                            f'the id of any image in "images"')
+        where = f'{ann_file}: annotation {ann["id"]} (image {file_of[ann["image_id"]]})'
+        if ann['category_id'] not in cat_ids:
+            raise DataError(f'{where} has category_id {ann["category_id"]}, which is not in its categories {sorted(cat_ids)}')
+        problem = _bbox_problem(ann.get('bbox'))                                                        # 4.
+        if problem is not None:
+            raise DataError(f'{where} has bbox {ann.get("bbox")!r}, which {problem}')
+
+# %% ../../nbs/04_datasets.ipynb 35
 COCO_CLASSES = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
                 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
                 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
@@ -269,26 +343,17 @@ COCO_CLASSES = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'tr
                 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
 def load_coco(ann_file: str):
-    "A pycocotools `COCO` object for `ann_file`, with errors that name the file (and no printing)."
+    "A pycocotools `COCO` object for `ann_file`, checked by `_check_coco` (errors name the file and the id; no printing)."
     from pycocotools.coco import COCO
     data = _load_file(ann_file)
-    if not isinstance(data, dict) or 'images' not in data or 'categories' not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f'{ann_file}: not a COCO instances file (needs "images" and "categories"; has {keys})')
-    for key in ('images', 'annotations', 'categories'):
-        for i, item in enumerate(data.get(key, [])):
-            need = {'images': ('id', 'file_name', 'width', 'height'), 'annotations': ('id', 'image_id', 'category_id'),
-                    'categories': ('id', 'name')}[key]
-            missing = [k for k in need if k not in item]
-            if missing:
-                raise ValueError(f'{ann_file}: {key}[{i}] has no {missing}')
+    _check_coco(data, ann_file)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
 
-# %% ../../nbs/04_datasets.ipynb 33
+# %% ../../nbs/04_datasets.ipynb 36
 @DATASETS.register_module()
 class CocoDataset(CustomDataset):
     "COCO-format json read with pycocotools; crowd boxes are ignored; labels follow the order of `CLASSES`."
@@ -299,35 +364,41 @@ class CocoDataset(CustomDataset):
         name2id = {c['name']: c['id'] for c in self.coco.dataset['categories']}
         missing = [c for c in self.CLASSES if c not in name2id]
         if missing:
-            raise ValueError(f'{ann_file}: classes {missing} are not categories of this file (it has '
-                             f'{list(name2id)}); pass classes=... to the dataset')
+            raise DataError(f'{ann_file}: classes {missing} are not categories of this file (it has '
+                            f'{list(name2id)}); pass classes=... to the dataset')
         self.cat_ids = [name2id[c] for c in self.CLASSES]
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         self.img_ids = list(self.coco.imgs)
+        self.skipped = defaultdict(list)            # reason -> annotation ids, filled by _parse_ann_info
         infos = []
         for img_id in self.img_ids:
             info = dict(self.coco.imgs[img_id], filename=self.coco.imgs[img_id]['file_name'])
             info['ann'] = self._parse_ann_info(info, self.coco.imgToAnns.get(img_id, []))
             infos.append(info)
+        self._warn_skipped(ann_file)
         return infos
 
-# %% ../../nbs/04_datasets.ipynb 34
+# %% ../../nbs/04_datasets.ipynb 37
 @patch
 def _parse_ann_info(self: CocoDataset, img_info: dict, anns: list[dict]) -> dict:
-    "COCO annotations of one image -> middle-format 'ann' (crowd -> ignore; categories not in CLASSES skipped)."
+    """COCO annotations of one image -> middle-format 'ann'. As in mmdetection 2.x: `ignore` flags, boxes outside
+    the image, under 1 px wide or high, or with `area` <= 0 are skipped (counted in `self.skipped`); crowd boxes
+    become ignore boxes; categories not in CLASSES are left out."""
     bboxes, labels, bboxes_ignore, labels_ignore = [], [], [], []
+    skipped = getattr(self, 'skipped', defaultdict(list))
     for ann in anns:
-        if ann['category_id'] not in self.coco.cats:
-            raise ValueError(f'{self.ann_file}: annotation {ann["id"]} (image {img_info["file_name"]}) has '
-                             f'category_id {ann["category_id"]}, which is not in its categories {sorted(self.coco.cats)}')
-        if ann.get('ignore', False) or ann['category_id'] not in self.cat2label:
+        if ann['category_id'] not in self.cat2label:
             continue
-        bbox = ann.get('bbox')
-        if bbox is None or len(bbox) != 4:
-            raise ValueError(f'{self.ann_file}: annotation {ann["id"]} (image {img_info["file_name"]}) '
-                             f'has no valid bbox [x, y, w, h]: {bbox!r}')
-        x, y, w, h = bbox
-        if ann.get('iscrowd', 0):
+        x, y, w, h = ann['bbox']                   # checked by _check_coco: four finite numbers, w, h >= 0
+        inside_w = max(0, min(x + w, img_info['width']) - max(x, 0))
+        inside_h = max(0, min(y + h, img_info['height']) - max(y, 0))
+        reason = ('marked ignore' if ann.get('ignore', False) else
+                  'outside its image' if inside_w * inside_h == 0 and w >= 1 and h >= 1 else
+                  'under 1 px wide or high' if w < 1 or h < 1 else
+                  'with area <= 0' if ann.get('area', 1) <= 0 else None)
+        if reason is not None:
+            skipped[reason].append(ann['id'])
+        elif ann.get('iscrowd', 0):
             bboxes_ignore.append([x, y, x + w, y + h]); labels_ignore.append(self.cat2label[ann['category_id']])
         else:
             bboxes.append([x, y, x + w, y + h]); labels.append(self.cat2label[ann['category_id']])
@@ -335,7 +406,17 @@ def _parse_ann_info(self: CocoDataset, img_info: dict, anns: list[dict]) -> dict
                 bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
                 labels_ignore=np.array(labels_ignore, np.int64))
 
-# %% ../../nbs/04_datasets.ipynb 44
+@patch
+def _warn_skipped(self: CocoDataset, ann_file: str) -> None:
+    "One warning that counts the skipped annotations by reason and names (the first few of) their ids."
+    if not self.skipped:
+        return
+    parts = [f'{len(ids)} {reason} (id{"s" if len(ids) > 1 else ""} {", ".join(map(str, ids[:5]))}'
+             f'{", ..." if len(ids) > 5 else ""})' for reason, ids in self.skipped.items()]
+    warnings.warn(f'{type(self).__name__} ({ann_file}): skipped {sum(map(len, self.skipped.values()))} annotation(s), '
+                  f'as mmdetection 2.x does: {"; ".join(parts)}')
+
+# %% ../../nbs/04_datasets.ipynb 51
 def xyxy2xywh(bboxes: np.ndarray) -> np.ndarray:
     "(n, 4+) xyxy -> (n, 4) COCO xywh."
     b = np.asarray(bboxes, np.float64)
@@ -355,7 +436,7 @@ def _det2json(self: CocoDataset, results: list) -> list[dict]:
                                  category_id=self.cat_ids[label]))
     return dets
 
-# %% ../../nbs/04_datasets.ipynb 45
+# %% ../../nbs/04_datasets.ipynb 52
 @patch
 def _proposal2json(self: CocoDataset, results: list) -> list[dict]:
     "Proposals (per image (n, 5)) -> class-agnostic COCO result dicts (category_id 1)."
@@ -366,7 +447,7 @@ def _proposal2json(self: CocoDataset, results: list) -> list[dict]:
                  for b, s in zip(xyxy2xywh(arr), arr[:, 4])]
     return dets
 
-# %% ../../nbs/04_datasets.ipynb 46
+# %% ../../nbs/04_datasets.ipynb 53
 @patch
 def _gt_subset(self: CocoDataset) -> dict:
     "The annotation json restricted to this dataset's images and classes (what evaluation scores against)."
@@ -376,7 +457,7 @@ def _gt_subset(self: CocoDataset) -> dict:
                 annotations=[a for a in d.get('annotations', []) if a['image_id'] in img_ids and a['category_id'] in cat_ids],
                 categories=[c for c in d['categories'] if c['id'] in cat_ids])
 
-# %% ../../nbs/04_datasets.ipynb 47
+# %% ../../nbs/04_datasets.ipynb 54
 @patch
 def results2json(self: CocoDataset, results: list, outfile_prefix: str) -> dict:
     "Write results as COCO json: `{outfile_prefix}.bbox.json` (or `.proposal.json` for per-image arrays)."
@@ -388,17 +469,21 @@ def results2json(self: CocoDataset, results: list, outfile_prefix: str) -> dict:
         json.dump(dets, f)
     return {key: path}
 
-# %% ../../nbs/04_datasets.ipynb 52
+# %% ../../nbs/04_datasets.ipynb 59
 def _xml_float(obj, tag: str, xml_path: str) -> float:
+    "The number in `obj`'s `<tag>`: an error naming the xml file if it is missing, not a number, or not finite."
     node = obj.find(tag)
     if node is None or node.text is None:
-        raise ValueError(f'{xml_path}: an object has no <{tag}>')
+        raise DataError(f'{xml_path}: an object has no <{tag}>')
     try:
-        return float(node.text)
+        value = float(node.text)
     except ValueError:
-        raise ValueError(f'{xml_path}: <{tag}> is not a number: {node.text!r}') from None
+        raise DataError(f'{xml_path}: <{tag}> is not a number: {node.text!r}') from None
+    if not math.isfinite(value):
+        raise DataError(f'{xml_path}: <{tag}> is {node.text!r}; box coordinates must be finite numbers')
+    return value
 
-# %% ../../nbs/04_datasets.ipynb 53
+# %% ../../nbs/04_datasets.ipynb 60
 @DATASETS.register_module()
 class XMLDataset(CustomDataset):
     "VOC-style xml annotations: `ann_file` lists image ids; `img_prefix/Annotations/<id>.xml`, `img_prefix/JPEGImages/<id>.jpg`."
@@ -406,13 +491,20 @@ class XMLDataset(CustomDataset):
         self.min_bbox_size, self.img_subdir, self.ann_subdir = min_bbox_size, img_subdir, ann_subdir
         super().__init__(*args, **kwargs)
 
-# %% ../../nbs/04_datasets.ipynb 54
+# %% ../../nbs/04_datasets.ipynb 61
 @patch
 def load_annotations(self: XMLDataset, ann_file: str) -> list[dict]:
+    if self.CLASSES is None:
+        raise DataError(f'{type(self).__name__}({ann_file}): no class names: pass classes=[...] (the names used in '
+                        "the xml files' <name> tags), or use a subclass with CLASSES, such as VOCDataset")
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'image list (ann_file) not found: {ann_file}')
     with open(ann_file, encoding='utf-8') as f:
         img_ids = [line.strip() for line in f if line.strip()]
+    if not img_ids:
+        raise DataError(f'{ann_file}: the image list is empty: there is nothing to train or test on')
+    for img_id, n in _duplicates(img_ids).items():
+        raise DataError(f'{ann_file}: image id {img_id} is listed {n} times; each image once, please')
     infos = []
     for img_id in img_ids:
         xml_path = osp.join(self.img_prefix, self.ann_subdir, f'{img_id}.xml')
@@ -421,7 +513,7 @@ def load_annotations(self: XMLDataset, ann_file: str) -> list[dict]:
         except FileNotFoundError:
             raise FileNotFoundError(f'annotation file not found: {xml_path} (listed in {ann_file})') from None
         except ET.ParseError as e:
-            raise ValueError(f'cannot parse annotation file {xml_path}: {e}') from None
+            raise DataError(f'cannot parse annotation file {xml_path}: {e}') from None
         filename = osp.join(self.img_subdir, f'{img_id}.jpg')
         size = root.find('size')
         if size is not None and size.find('width') is not None and size.find('height') is not None:
@@ -438,7 +530,7 @@ def load_annotations(self: XMLDataset, ann_file: str) -> list[dict]:
                           ann=self._parse_xml(root, xml_path)))
     return infos
 
-# %% ../../nbs/04_datasets.ipynb 55
+# %% ../../nbs/04_datasets.ipynb 62
 @patch
 def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
     "One VOC xml -> middle-format 'ann' (difficult -> ignore; boxes smaller than `min_bbox_size` -> ignore)."
@@ -451,13 +543,15 @@ def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
         if name not in label_of:
             if name in known:      # a standard class that `classes=` left out
                 continue
-            raise ValueError(f'{xml_path}: object {name!r} is not one of the classes {self.CLASSES}')
+            raise DataError(f'{xml_path}: object {name!r} is not one of the classes {self.CLASSES}')
         difficult = obj.find('difficult')
         difficult = bool(int(difficult.text)) if difficult is not None and difficult.text else False
         bnd = obj.find('bndbox')
         if bnd is None:
-            raise ValueError(f'{xml_path}: object {name!r} has no <bndbox>')
+            raise DataError(f'{xml_path}: object {name!r} has no <bndbox>')
         box = [_xml_float(bnd, t, xml_path) for t in ('xmin', 'ymin', 'xmax', 'ymax')]
+        if box[2] < box[0] or box[3] < box[1]:
+            raise DataError(f'{xml_path}: object {name!r} has xmax < xmin or ymax < ymin: {box} (xmin, ymin, xmax, ymax)')
         small = self.min_bbox_size is not None and min(box[2] - box[0], box[3] - box[1]) < self.min_bbox_size
         if difficult or small:
             bboxes_ignore.append(box); labels_ignore.append(label_of[name])
@@ -467,7 +561,7 @@ def _parse_xml(self: XMLDataset, root, xml_path: str) -> dict:
                 bboxes_ignore=np.array(bboxes_ignore, np.float32).reshape(-1, 4),
                 labels_ignore=np.array(labels_ignore, np.int64))
 
-# %% ../../nbs/04_datasets.ipynb 56
+# %% ../../nbs/04_datasets.ipynb 63
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
                'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
 
@@ -481,11 +575,11 @@ class VOCDataset(XMLDataset):
         prefix = str(self.img_prefix)
         self.year = 2007 if 'VOC2007' in prefix else 2012 if 'VOC2012' in prefix else None
 
-# %% ../../nbs/04_datasets.ipynb 61
+# %% ../../nbs/04_datasets.ipynb 70
 def _as_dataset(dataset):
     return build_dataset(dataset) if isinstance(dataset, Mapping) else dataset
 
-# %% ../../nbs/04_datasets.ipynb 62
+# %% ../../nbs/04_datasets.ipynb 71
 @DATASETS.register_module()
 class ConcatDataset(_TorchConcatDataset):
     "Datasets one after another; same CLASSES required; `flag`s concatenated."
@@ -512,7 +606,7 @@ class ConcatDataset(_TorchConcatDataset):
     def get_ann_info(self, idx: int) -> dict:
         d, i = self._locate(idx); return self.datasets[d].get_ann_info(i)
 
-# %% ../../nbs/04_datasets.ipynb 63
+# %% ../../nbs/04_datasets.ipynb 72
 @patch
 def evaluate(self: ConcatDataset, results: list, logger=None, **kwargs) -> dict:
     if len(results) != len(self):
@@ -530,7 +624,7 @@ def evaluate(self: ConcatDataset, results: list, logger=None, **kwargs) -> dict:
 def __repr__(self: ConcatDataset):
     return f'ConcatDataset of {len(self.datasets)} datasets, {len(self)} images:\n' + '\n'.join(map(repr, self.datasets))
 
-# %% ../../nbs/04_datasets.ipynb 64
+# %% ../../nbs/04_datasets.ipynb 73
 @DATASETS.register_module()
 class RepeatDataset:
     "`dataset` repeated `times` times (one epoch = `times` passes)."
@@ -549,7 +643,7 @@ class RepeatDataset:
         raise NotImplementedError('RepeatDataset: evaluate the wrapped dataset (RepeatDataset.dataset) instead')
     def __repr__(self): return f'RepeatDataset(times={self.times}) of\n{self.dataset!r}'
 
-# %% ../../nbs/04_datasets.ipynb 65
+# %% ../../nbs/04_datasets.ipynb 74
 @DATASETS.register_module()
 class ClassBalancedDataset:
     "Repeat factor sampling: image i appears ceil(max_c r(c)) times, r(c) = max(1, sqrt(oversample_thr / f(c)))."
@@ -567,7 +661,7 @@ class ClassBalancedDataset:
     def get_ann_info(self, idx): return self.dataset.get_ann_info(self.repeat_indices[idx])
     def __repr__(self): return f'ClassBalancedDataset(oversample_thr={self.oversample_thr}, {len(self)} samples) of\n{self.dataset!r}'
 
-# %% ../../nbs/04_datasets.ipynb 66
+# %% ../../nbs/04_datasets.ipynb 75
 @patch
 def _cats(self: ClassBalancedDataset, idx: int) -> set:
     cats = set(self.dataset.get_cat_ids(idx))
@@ -583,7 +677,7 @@ def _get_repeat_factors(self: ClassBalancedDataset) -> list[float]:
     cat_repeat = {c: max(1., math.sqrt(self.oversample_thr / (k / n))) for c, k in freq.items()}
     return [max((cat_repeat[c] for c in self._cats(i)), default=1.) for i in range(n)]
 
-# %% ../../nbs/04_datasets.ipynb 71
+# %% ../../nbs/04_datasets.ipynb 80
 def _concat_dataset(cfg: dict, default_args=None) -> ConcatDataset:
     "One dataset per entry of cfg['ann_file'] (img_prefix, seg_prefix, proposal_file may be matching lists)."
     cfg = dict(cfg)
@@ -600,7 +694,7 @@ def _concat_dataset(cfg: dict, default_args=None) -> ConcatDataset:
         datasets.append(build_dataset(c, default_args))
     return ConcatDataset(datasets, separate_eval)
 
-# %% ../../nbs/04_datasets.ipynb 72
+# %% ../../nbs/04_datasets.ipynb 81
 def build_dataset(cfg, default_args: Mapping | None = None):
     "Build a dataset from a config dict (or a list of them, concatenated); wrappers may nest."
     if isinstance(cfg, (list, tuple)):

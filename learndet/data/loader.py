@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from fastcore.basics import patch
 
-from ..config import add_cfg_options, load_config
+from ..config import add_cfg_options, load_config, check_int
 from .datasets import build_dataset
 from .transforms import show_results
 from ..registry import COMMANDS
@@ -155,9 +155,8 @@ def build_dataloader(dataset, samples_per_gpu: int, workers_per_gpu: int, num_gp
     `runner_type` is accepted for mmdetection compatibility: an iteration-based runner simply restarts the loader."""
     if runner_type not in ('EpochBasedRunner', 'IterBasedRunner'):
         raise ValueError(f"build_dataloader: runner_type must be 'EpochBasedRunner' or 'IterBasedRunner', got {runner_type!r}")
-    if samples_per_gpu < 1 or workers_per_gpu < 0:
-        raise ValueError(f'build_dataloader: need samples_per_gpu >= 1 and workers_per_gpu >= 0, '
-                         f'got {samples_per_gpu} and {workers_per_gpu}')
+    samples_per_gpu = check_int(samples_per_gpu, 'samples_per_gpu')       # chapter 01: an error naming the argument
+    workers_per_gpu = check_int(workers_per_gpu, 'workers_per_gpu', min_value=0)
     if dist:
         num_replicas, rank = _dist_info(num_replicas, rank)
         sampler = (DistributedGroupSampler(dataset, samples_per_gpu, num_replicas, rank, seed=seed or 0) if shuffle

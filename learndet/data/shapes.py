@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import hashlib
 import json
 import os
@@ -14,14 +15,21 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+try:
+    import fcntl                  # POSIX file locks
+except ImportError:               # Windows
+    fcntl = None
+    import msvcrt
+
 # %% auto 0
-__all__ = ['SHAPE_CLASSES', 'DEFAULT_CLASSES', 'BACKGROUNDS', 'shape_polygon', 'make_background', 'render_shapes_image',
-           'make_shapes', 'get_shapes_dataset', 'ShapesDataset']
+__all__ = ['SHAPE_CLASSES', 'DEFAULT_CLASSES', 'BACKGROUNDS', 'SHAPES_VERSION', 'shape_polygon', 'make_background',
+           'render_shapes_image', 'shapes_params', 'generation_lock', 'make_shapes', 'params_differ',
+           'ShapesMismatchError', 'get_shapes_dataset', 'ShapesDataset']
 
 # %% ../../nbs/04a_shapes.ipynb 6
 SHAPE_CLASSES = ('circle', 'square', 'triangle', 'star', 'diamond', 'hexagon', 'cross', 'ellipse')
@@ -172,16 +180,16 @@ def _size_wh(img_size) -> tuple[int, int]:
     raise ValueError(f'img_size must be an int or a (width, height) pair, got {img_size!r}')
 
 # %% ../../nbs/04a_shapes.ipynb 26
-def make_shapes(out_dir: str | os.PathLike, num_images: int = 500, img_size: int | tuple[int, int] = 256,
-                classes: Sequence[str] = DEFAULT_CLASSES, seed: int = 0, val_fraction: float = 0.2,
-                max_objects: int = 6, empty_prob: float = 0.1, min_size: float = 8., max_size: float | None = None,
-                max_occlusion: float = 0.5, noise: float = 12., ext: str = 'jpg', overwrite: bool = False) -> Path:
-    """Generate the shapes dataset in `out_dir` (see the layout above) and return `out_dir` as a `Path`.
-    `img_size` is an int or `(width, height)`; `ext` is 'jpg' or 'png'. An existing `out_dir` is an error
-    unless `overwrite=True`."""
-    out_dir = Path(out_dir)
+SHAPES_VERSION = 1   # bump when the drawing changes: a set of another version no longer matches
+
+def shapes_params(num_images: int = 500, img_size: int | tuple[int, int] = 256, classes: Sequence[str] = DEFAULT_CLASSES,
+                  seed: int = 0, val_fraction: float = 0.2, max_objects: int = 6, empty_prob: float = 0.1,
+                  min_size: float = 8., max_size: float | None = None, max_occlusion: float = 0.5, noise: float = 12.,
+                  ext: str = 'jpg') -> dict:
+    """Every parameter of a shapes set, checked and written the way `shapes_meta.json` records them
+    (`img_size` as [width, height], `classes` as a list, plus `version`): what two sets must share to be the same."""
     width, height = _size_wh(img_size)
-    classes = tuple(classes)
+    classes = list(classes)
     bad = [c for c in classes if c not in SHAPE_CLASSES]
     if bad or not classes:
         raise ValueError(f'make_shapes: unknown classes {bad or classes!r}; choose from {SHAPE_CLASSES}')
@@ -190,43 +198,91 @@ def make_shapes(out_dir: str | os.PathLike, num_images: int = 500, img_size: int
     if not 0 <= val_fraction < 1 or num_images < 1:
         raise ValueError(f'make_shapes: need num_images >= 1 and 0 <= val_fraction < 1, '
                          f'got {num_images} and {val_fraction}')
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f'make_shapes: {out_dir} exists; pass overwrite=True to replace it')
-    params = dict(num_images=num_images, img_size=[width, height], classes=list(classes), seed=seed,
-                  val_fraction=val_fraction, max_objects=max_objects, empty_prob=empty_prob, min_size=min_size,
-                  max_size=max_size, max_occlusion=max_occlusion, noise=noise, ext=ext, version=1)
+    return dict(num_images=num_images, img_size=[width, height], classes=classes, seed=seed,
+                val_fraction=val_fraction, max_objects=max_objects, empty_prob=empty_prob, min_size=min_size,
+                max_size=max_size, max_occlusion=max_occlusion, noise=noise, ext=ext, version=SHAPES_VERSION)
+
+# %% ../../nbs/04a_shapes.ipynb 29
+def _write_shapes(out_dir: Path, params: dict, replace: bool = False) -> Path:
+    """Draw the set of `params` into a temporary sibling of `out_dir`, then rename it to `out_dir` in one step
+    (`replace`: an existing `out_dir` is moved aside first). A reader sees the whole set or none of it."""
+    width, height = params['img_size']
+    classes, ext = tuple(params['classes']), params['ext']
+    draw_args = [params[k] for k in ('max_objects', 'empty_prob', 'min_size', 'max_size', 'max_occlusion', 'noise')]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.tmp-', dir=out_dir.parent))
+    old = out_dir.parent / f'.{out_dir.name}.old-{uuid.uuid4().hex[:8]}'
     try:
-        num_val = int(round(num_images * val_fraction))
+        num_images = params['num_images']
+        num_val = int(round(num_images * params['val_fraction']))
         splits = {'train': [], 'val': []}
+        for split in splits:
+            (tmp / split).mkdir()
         for i in range(num_images):
             split = 'train' if i < num_images - num_val else 'val'
-            rng = np.random.default_rng([seed, i])
-            img, ann = render_shapes_image(rng, width, height, classes, max_objects, empty_prob, min_size,
-                                           max_size, max_occlusion, noise)
+            img, ann = render_shapes_image(np.random.default_rng([params['seed'], i]), width, height, classes, *draw_args)
             file_name = f'{i + 1:06d}.{ext}'
-            (tmp / split).mkdir(exist_ok=True)
             Image.fromarray(img).save(tmp / split / file_name, **({'quality': 92} if ext == 'jpg' else {}))
             splits[split].append((i + 1, file_name, width, height, ann))
         (tmp / 'annotations').mkdir()
         for split, records in splits.items():
             with open(tmp / 'annotations' / f'instances_{split}.json', 'w') as f:
                 json.dump(_coco_dict(records, classes), f)
-            (tmp / split).mkdir(exist_ok=True)
         (tmp / 'classes.txt').write_text('\n'.join(classes) + '\n')
         (tmp / 'shapes_meta.json').write_text(json.dumps(params, indent=1))
         if out_dir.exists():
-            if not overwrite:   # another process finished the same folder while we were drawing
-                raise FileExistsError(f'make_shapes: {out_dir} appeared while generating')
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)   # fails (OSError) rather than merge if another process created out_dir meanwhile
+            if not replace:
+                raise FileExistsError(f'make_shapes: {out_dir} exists; pass overwrite=True to replace it')
+            os.replace(out_dir, old)       # aside first: a rename onto a non-empty folder fails
+        os.replace(tmp, out_dir)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     return out_dir
 
-# %% ../../nbs/04a_shapes.ipynb 34
+# %% ../../nbs/04a_shapes.ipynb 31
+@contextlib.contextmanager
+def generation_lock(root: str | os.PathLike, poll: float = 0.2):
+    """Hold the exclusive lock of the shapes folder `root` (the file `.NAME.lock` next to it) for the `with` block;
+    another process waits for it. The operating system releases it if the process dies."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f'.{root.name}.lock', 'a+b') as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)          # blocks until the holder is done
+        else:                                               # Windows: lock the first byte, retrying
+            while True:
+                try:
+                    msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+                    break
+                except OSError:
+                    time.sleep(poll)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            else:
+                f.seek(0); msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+# %% ../../nbs/04a_shapes.ipynb 33
+def make_shapes(out_dir: str | os.PathLike, num_images: int = 500, img_size: int | tuple[int, int] = 256,
+                classes: Sequence[str] = DEFAULT_CLASSES, seed: int = 0, val_fraction: float = 0.2,
+                max_objects: int = 6, empty_prob: float = 0.1, min_size: float = 8., max_size: float | None = None,
+                max_occlusion: float = 0.5, noise: float = 12., ext: str = 'jpg', overwrite: bool = False) -> Path:
+    """Generate the shapes dataset in `out_dir` (see the layout above) and return `out_dir` as a `Path`.
+    `img_size` is an int or `(width, height)`; `ext` is 'jpg' or 'png'. An existing `out_dir` is an error
+    unless `overwrite=True`."""
+    params = shapes_params(num_images, img_size, classes, seed, val_fraction, max_objects, empty_prob, min_size,
+                           max_size, max_occlusion, noise, ext)
+    out_dir = Path(out_dir)
+    with generation_lock(out_dir):                          # one writer per folder at a time
+        if out_dir.exists() and not overwrite:
+            raise FileExistsError(f'make_shapes: {out_dir} exists; pass overwrite=True to replace it')
+        return _write_shapes(out_dir, params, replace=overwrite)
+
+# %% ../../nbs/04a_shapes.ipynb 41
 def _params_key(kwargs: dict) -> str:
     return hashlib.sha1(json.dumps(kwargs, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -234,50 +290,73 @@ def _default_cache_dir() -> Path:
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return Path(base) / 'learndet'
 
-# %% ../../nbs/04a_shapes.ipynb 35
-def _meta_matches(root: Path, kwargs: dict) -> bool:
+# %% ../../nbs/04a_shapes.ipynb 42
+def _meta_of(root: Path) -> dict | None:
+    "The parameters recorded in `root/shapes_meta.json`, or None when there is no readable record."
     try:
         meta = json.loads((root / 'shapes_meta.json').read_text())
     except (OSError, ValueError):
-        return False
-    want = dict(kwargs, img_size=list(_size_wh(kwargs['img_size'])), classes=list(kwargs['classes']))
-    return all(meta.get(k) == v for k, v in want.items())
+        return None
+    return meta if isinstance(meta, dict) else None
 
-# %% ../../nbs/04a_shapes.ipynb 36
+def params_differ(meta: dict, params: dict) -> dict:
+    "`name -> (on disk, asked)` for every parameter where the set's record `meta` and the full `params` disagree."
+    return {k: (meta.get(k), v) for k, v in params.items() if meta.get(k) != v}
+
+# %% ../../nbs/04a_shapes.ipynb 45
+class ShapesMismatchError(ValueError):
+    "The shapes set in a folder was made with other parameters than the ones asked for."
+
+def _mismatch_message(root: Path, differ: dict) -> str:
+    parts = '; '.join(f'{k}: {disk!r} on disk, {asked!r} asked' for k, (disk, asked) in differ.items())
+    return (f'{root} holds a shapes set made with other parameters ({parts}). Nothing was changed: delete the folder '
+            f'to regenerate it, point data_root (or root) at another folder, or ask for the parameters on disk '
+            f'(in a config, generate=False uses the set as it is)')
+
 def get_shapes_dataset(root: str | os.PathLike | None = None, num_images: int = 500,
                        img_size: int | tuple[int, int] = 256, classes: Sequence[str] = DEFAULT_CLASSES,
                        seed: int = 0, **kwargs) -> Path:
     """Path of a shapes dataset with these parameters, generated on first use (other `kwargs` go to
-    `make_shapes`). Layout: `root/annotations/instances_{train,val}.json`, images in `root/{train,val}/`."""
-    params = dict(num_images=num_images, img_size=img_size, classes=tuple(classes), seed=seed, **kwargs)
+    `make_shapes`). Layout: `root/annotations/instances_{train,val}.json`, images in `root/{train,val}/`.
+    A set already in `root` with other parameters is an error (`ShapesMismatchError`) that names them."""
+    given = dict(num_images=num_images, img_size=img_size, classes=tuple(classes), seed=seed, **kwargs)
+    params = shapes_params(**given)                           # every parameter, defaults included
     if root is None:
         env = os.environ.get('LEARNDET_SHAPES_DIR')
-        root = Path(env) if env else _default_cache_dir() / f'shapes-{_params_key(params)}'
+        root = Path(env) if env else _default_cache_dir() / f'shapes-{_params_key(given)}'
     root = Path(root)
-    if _meta_matches(root, params):
+    meta = _meta_of(root)
+    if meta is not None and not params_differ(meta, params):   # 1. there already (no lock needed to read it)
         return root
-    if root.exists() and any(root.iterdir()) and not (root / 'shapes_meta.json').exists():
-        raise FileExistsError(f'get_shapes_dataset: {root} exists and is not a shapes dataset '
-                              f'(no shapes_meta.json); choose another root')
-    try:
-        return make_shapes(root, overwrite=root.exists(), **params)   # overwrite only a stale or empty shapes folder
-    except OSError:
-        if _meta_matches(root, params):   # another process finished the same set first
+    with generation_lock(root):                                # 2. else one process generates, the others wait
+        meta = _meta_of(root)                                  #    and find the winner's set here
+        if meta is not None:
+            differ = params_differ(meta, params)
+            if differ:
+                raise ShapesMismatchError(f'get_shapes_dataset: {_mismatch_message(root, differ)}')
             return root
-        raise
+        if root.exists() and any(root.iterdir()):
+            raise FileExistsError(f'get_shapes_dataset: {root} exists and is not a shapes dataset '
+                                  f'(no shapes_meta.json); choose another root')
+        if root.exists():
+            root.rmdir()                                       # an empty folder: ours to fill
+        return _write_shapes(root, params)
 
-# %% ../../nbs/04a_shapes.ipynb 39
+# %% ../../nbs/04a_shapes.ipynb 50
 from .datasets import CocoDataset
 from ..registry import DATASETS
 
 @DATASETS.register_module()
 class ShapesDataset(CocoDataset):
-    "`CocoDataset` over the shapes set; generates it on first use (see `generate`)."
+    "`CocoDataset` over the shapes set; generates it on first use and checks an existing one against `generate`."
     CLASSES = DEFAULT_CLASSES
 
-    def __init__(self, ann_file, pipeline=None, data_root=None, generate: dict | bool | None = None, **kwargs):
+    def __init__(self, ann_file, pipeline=None, data_root=None, generate: Mapping | bool | None = None, **kwargs):
+        if not (generate is None or isinstance(generate, (bool, Mapping))):
+            raise TypeError(f'ShapesDataset: generate must be a dict of get_shapes_dataset parameters, True, False '
+                            f'or None; got {generate!r}')
         path = Path(os.path.join(data_root, ann_file) if data_root and not os.path.isabs(ann_file) else ann_file)
-        if not path.exists() and generate is not False:
+        if generate is not False and (isinstance(generate, Mapping) or not path.exists()):
             root = path.parent.parent if path.parent.name == 'annotations' else Path(data_root or path.parent)
-            get_shapes_dataset(root, **dict(generate or {}))
+            get_shapes_dataset(root, **(dict(generate) if isinstance(generate, Mapping) else {}))
         super().__init__(ann_file, pipeline, data_root=data_root, **kwargs)

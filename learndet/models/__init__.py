@@ -6,7 +6,8 @@
 __all__ = ['build_conv_layer', 'build_norm_layer', 'build_activation_layer', 'ConvModule', 'Scale', 'constant_init',
            'normal_init', 'xavier_init', 'kaiming_init', 'bias_init_with_prob', 'BasicBlock', 'Bottleneck', 'ResLayer',
            'ResNet', 'ResNetV1d', 'load_pretrained', 'FPN', 'AnchorHead', 'RetinaHead', 'build_backbone', 'build_neck',
-           'build_head', 'build_loss', 'build_detector', 'BaseDetector', 'SingleStageDetector', 'RetinaNet']
+           'build_head', 'build_loss', 'build_detector', 'BaseDetector', 'SingleStageDetector', 'RetinaNet', 'FCOS',
+           'ATSS', 'bbox_mapping', 'bbox_mapping_back', 'merge_aug_bboxes']
 
 # %% ../../nbs/13a_models_api.ipynb 4
 from .layers import (build_conv_layer, build_norm_layer, build_activation_layer, ConvModule, Scale,
@@ -15,9 +16,11 @@ from .backbones import BasicBlock, Bottleneck, ResLayer, ResNet, ResNetV1d, load
 from .necks import FPN
 from .dense_heads import AnchorHead, RetinaHead
 from .detectors import (build_backbone, build_neck, build_head, build_loss, build_detector,
-                                       BaseDetector, SingleStageDetector, RetinaNet)
+                                       BaseDetector, SingleStageDetector, RetinaNet, FCOS, ATSS, bbox_mapping,
+                                       bbox_mapping_back, merge_aug_bboxes)
 
 _all_ = ['build_conv_layer', 'build_norm_layer', 'build_activation_layer', 'ConvModule', 'Scale', 'constant_init',
          'normal_init', 'xavier_init', 'kaiming_init', 'bias_init_with_prob', 'BasicBlock', 'Bottleneck', 'ResLayer',
          'ResNet', 'ResNetV1d', 'load_pretrained', 'FPN', 'AnchorHead', 'RetinaHead', 'build_backbone', 'build_neck',
-         'build_head', 'build_loss', 'build_detector', 'BaseDetector', 'SingleStageDetector', 'RetinaNet']
+         'build_head', 'build_loss', 'build_detector', 'BaseDetector', 'SingleStageDetector', 'RetinaNet', 'FCOS',
+         'ATSS', 'bbox_mapping', 'bbox_mapping_back', 'merge_aug_bboxes']

@@ -15,11 +15,13 @@ import torch
 from torch import nn
 import torchvision
 
+from ..core import read_checkpoint
 from ..registry import BACKBONES
-from .layers import build_conv_layer, build_norm_layer, kaiming_init, constant_init
+from .layers import build_conv_layer, build_norm_layer, initialize, INITIALIZERS
 
 # %% auto 0
-__all__ = ['BasicBlock', 'Bottleneck', 'ResLayer', 'ResNet', 'resolve_checkpoint', 'load_pretrained', 'ResNetV1d']
+__all__ = ['BasicBlock', 'Bottleneck', 'ResLayer', 'ResNet', 'resolve_checkpoint', 'load_pretrained', 'PretrainedInit',
+           'ResNetV1d']
 
 # %% ../../nbs/10a_backbones.ipynb 9
 class BasicBlock(nn.Module):
@@ -160,6 +162,8 @@ def _check_args(self: ResNet, depth, num_stages, strides, dilations, out_indices
         raise ValueError(f'out_indices {tuple(out_indices)} must be stage indices in 0..{num_stages - 1}')
     if frozen_stages > num_stages:
         raise ValueError(f'frozen_stages={frozen_stages} is more than num_stages={num_stages}')
+    if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
+        raise TypeError(f'pretrained must be a checkpoint path (str) or None, got {pretrained!r}')
     if pretrained is not None and init_cfg is not None:
         raise ValueError('give either pretrained or init_cfg, not both (pretrained=PATH is init_cfg='
                          "dict(type='Pretrained', checkpoint=PATH))")
@@ -217,19 +221,22 @@ def forward(self: ResNet, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 # %% ../../nbs/10a_backbones.ipynb 41
 @patch
+def default_init_cfg(self: ResNet) -> tuple[list[dict], dict | None]:
+    """mmdetection 2.x's initialisation when neither `init_cfg` nor `pretrained` is given: the ResNet's own list, and
+    the config of every block (its last norm at 0) with `zero_init_residual`, else None."""
+    own = [dict(type='Kaiming', layer='Conv2d'), dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+    last_norm = 'norm3' if self.block is Bottleneck else 'norm2'
+    return own, dict(type='Constant', val=0, override=dict(name=last_norm)) if self.zero_init_residual else None
+
+@patch
 def _default_init(self: ResNet):
     "Kaiming-normal convs, unit norms, and (with `zero_init_residual`) each block's last norm at 0."
-    for m in self.modules():
-        if isinstance(m, nn.Conv2d):
-            kaiming_init(m, mode='fan_out', nonlinearity='relu')
-        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-            constant_init(m, 1)
-    if self.zero_init_residual:
+    own, block_cfg = self.default_init_cfg()
+    initialize(self, own)
+    if block_cfg is not None:
         for m in self.modules():
-            if isinstance(m, Bottleneck):
-                constant_init(m.norm3, 0)
-            elif isinstance(m, BasicBlock):
-                constant_init(m.norm2, 0)
+            if isinstance(m, self.block):
+                initialize(m, block_cfg)
 
 # %% ../../nbs/10a_backbones.ipynb 43
 @patch
@@ -257,7 +264,7 @@ def train(self: ResNet, mode: bool = True):
                 m.eval()
     return self
 
-# %% ../../nbs/10a_backbones.ipynb 70
+# %% ../../nbs/10a_backbones.ipynb 73
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     "Map `checkpoint` to a local file: a path as is; `torchvision://NAME` or a URL to torch hub's cache. Never downloads."
     checkpoint = os.fspath(checkpoint)
@@ -282,19 +289,16 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
                                 f'Fetch {url} once (e.g. torch.hub.load_state_dict_from_url) or give a local path.')
     return cached
 
-# %% ../../nbs/10a_backbones.ipynb 72
+# %% ../../nbs/10a_backbones.ipynb 75
 def _read_state_dict(path: str, map_location) -> OrderedDict:
     "The state dict in the file `path` (plain, or under 'state_dict' / 'model'), without DataParallel's `module.`."
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f'{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})') from e
+    obj = read_checkpoint(path, map_location)   # weights_only=True; errors name the file and what is wrong with it
     state = obj.get('state_dict', obj.get('model', obj)) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TypeError(f'{path}: expected a state dict (name -> tensor), or a dict with one under "state_dict"')
     return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
 
-# %% ../../nbs/10a_backbones.ipynb 74
+# %% ../../nbs/10a_backbones.ipynb 77
 def _select_keys(state: OrderedDict, own: Mapping, prefix: str | None, ignore_prefixes: Sequence[str],
                  path: str) -> tuple[OrderedDict, str | None]:
     "The entries of `state` meant for a module whose state dict is `own`, and the prefix used."
@@ -310,7 +314,7 @@ def _select_keys(state: OrderedDict, own: Mapping, prefix: str | None, ignore_pr
             state[k] = own[k]
     return state, prefix
 
-# %% ../../nbs/10a_backbones.ipynb 77
+# %% ../../nbs/10a_backbones.ipynb 80
 def _describe(keys: Sequence[str], n: int = 5) -> str:
     keys = sorted(keys)
     return f"{len(keys)}: {', '.join(keys[:n])}{', ...' if len(keys) > n else ''}"
@@ -327,7 +331,7 @@ def _check_fits(state: Mapping, own: Mapping, path: str, module: nn.Module, pref
         raise KeyError(f'{path} does not fit {type(module).__name__}' + (f' (prefix {prefix!r})' if prefix else '')
                        + ': ' + '; '.join(problems))
 
-# %% ../../nbs/10a_backbones.ipynb 80
+# %% ../../nbs/10a_backbones.ipynb 83
 def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: str | None = None,
                     ignore_prefixes: Sequence[str] = ('fc.',), map_location: str | torch.device = 'cpu') -> str:
     """Load the weights in the local file `checkpoint` into `module` strictly; return the file's path.
@@ -341,24 +345,27 @@ def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: st
     module.load_state_dict(state, strict=True)
     return path
 
-# %% ../../nbs/10a_backbones.ipynb 82
+# %% ../../nbs/10a_backbones.ipynb 85
+@INITIALIZERS.register_module(name='Pretrained')
+class PretrainedInit:
+    "Load the local file `checkpoint` into the module with `load_pretrained` (strict); `prefix` picks a part of it."
+    def __init__(self, checkpoint: str, prefix: str | None = None, map_location: str | None = None):
+        self.checkpoint, self.prefix, self.map_location = checkpoint, prefix, map_location
+
+    def __call__(self, module: nn.Module) -> None:
+        load_pretrained(module, self.checkpoint, prefix=self.prefix, map_location=self.map_location or 'cpu')
+
 @patch
 def init_weights(self: ResNet):
-    "Initialise from `init_cfg`: `None` → Kaiming/constant (+ zero-init residuals); `Pretrained` → `load_pretrained`."
-    cfg = self.init_cfg
-    if cfg is None:
+    """Initialise as `init_cfg` says: `None` -> mmdetection's default (`default_init_cfg`); anything else through
+    `initialize`: `Pretrained` -> `load_pretrained`, or a list of `Kaiming`, `Constant`, ... configs."""
+    if self.init_cfg is None:
         self._default_init()
-    elif isinstance(cfg, Mapping) and cfg.get('type') == 'Pretrained':
-        unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'map_location'}
-        if unknown or 'checkpoint' not in cfg:
-            raise KeyError(f"init_cfg {dict(cfg)!r}: Pretrained needs 'checkpoint' and takes 'prefix', "
-                           f"'map_location'; unknown keys: {sorted(unknown)}")
-        load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'), map_location=cfg.get('map_location', 'cpu'))
     else:
-        raise ValueError(f"init_cfg must be None or dict(type='Pretrained', checkpoint=PATH), got {cfg!r}")
+        initialize(self, self.init_cfg)
     self._freeze_stages()
 
-# %% ../../nbs/10a_backbones.ipynb 92
+# %% ../../nbs/10a_backbones.ipynb 97
 @BACKBONES.register_module()
 class ResNetV1d(ResNet):
     "ResNet-D: a deep 3×3 stem (`stem.*`) and average-pool projections (`downsample.0` pool, `.1` conv, `.2` norm)."

@@ -5,7 +5,9 @@
 # %% ../../nbs/10_layers.ipynb 3
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from typing import Mapping, Sequence
 
 from fastcore.basics import patch
@@ -13,9 +15,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..registry import Registry, build_from_cfg
+
 # %% auto 0
-__all__ = ['CONV_LAYERS', 'NORM_LAYERS', 'ACTIVATION_LAYERS', 'build_conv_layer', 'build_norm_layer', 'build_activation_layer',
-           'constant_init', 'normal_init', 'xavier_init', 'kaiming_init', 'bias_init_with_prob', 'ConvModule', 'Scale']
+__all__ = ['CONV_LAYERS', 'NORM_LAYERS', 'ACTIVATION_LAYERS', 'INITIALIZERS', 'build_conv_layer', 'build_norm_layer',
+           'build_activation_layer', 'constant_init', 'normal_init', 'xavier_init', 'kaiming_init',
+           'bias_init_with_prob', 'ConvModule', 'Scale', 'uniform_init', 'trunc_normal_init', 'caffe2_xavier_init',
+           'layer_names', 'BaseInit', 'ConstantInit', 'NormalInit', 'TruncNormalInit', 'UniformInit', 'XavierInit',
+           'KaimingInit', 'Caffe2XavierInit', 'initialize']
 
 # %% ../../nbs/10_layers.ipynb 5
 CONV_LAYERS = {'Conv2d': nn.Conv2d, 'Conv': nn.Conv2d}
@@ -191,3 +198,180 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
+
+# %% ../../nbs/10_layers.ipynb 49
+def uniform_init(module: nn.Module, a: float = 0, b: float = 1, bias: float = 0) -> None:
+    "Draw `module.weight` from U(a, b); fill the bias with `bias`."
+    if getattr(module, 'weight', None) is not None:
+        nn.init.uniform_(module.weight, a, b)
+    if getattr(module, 'bias', None) is not None:
+        nn.init.constant_(module.bias, bias)
+
+def trunc_normal_init(module: nn.Module, mean: float = 0, std: float = 1, a: float = -2, b: float = 2,
+                      bias: float = 0) -> None:
+    "Draw `module.weight` from N(mean, std²) truncated to [a, b] (torch's `trunc_normal_`); fill the bias."
+    if getattr(module, 'weight', None) is not None:
+        nn.init.trunc_normal_(module.weight, mean, std, a, b)
+    if getattr(module, 'bias', None) is not None:
+        nn.init.constant_(module.bias, bias)
+
+def caffe2_xavier_init(module: nn.Module, bias: float = 0) -> None:
+    "Caffe2's `XavierFill`, which is Kaiming-uniform with a=1, fan_in, leaky_relu: U(±sqrt(3 / fan_in))."
+    kaiming_init(module, a=1, mode='fan_in', nonlinearity='leaky_relu', bias=bias, distribution='uniform')
+
+# %% ../../nbs/10_layers.ipynb 53
+INITIALIZERS = Registry('initializer')
+
+def layer_names(m: nn.Module) -> list[str]:
+    "The names an init_cfg's `layer` can call `m` by: its class name and its direct base classes' names (mmcv's rule)."
+    return [type(m).__name__] + [base.__name__ for base in type(m).__bases__]
+
+class BaseInit:
+    """What every initialiser shares. `layer`: the class names (or direct base-class names, e.g. '_BatchNorm') of the
+    submodules to initialise; their biases get `bias`, or `bias_init_with_prob(bias_prob)` when `bias_prob` is given."""
+    def __init__(self, *, bias: float = 0, bias_prob: float | None = None, layer: str | Sequence[str] | None = None):
+        who = type(self).__name__
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+            raise TypeError(f'{who}: bias must be a number, got {bias!r}')
+        if bias_prob is not None and not isinstance(bias_prob, float):
+            raise TypeError(f'{who}: bias_prob must be a float in (0, 1), got {bias_prob!r}')
+        if layer is not None and not (isinstance(layer, str) or isinstance(layer, (list, tuple))
+                                      and all(isinstance(name, str) for name in layer)):
+            raise TypeError(f'{who}: layer must be a class name or a list of class names, got {layer!r}')
+        self.bias = bias if bias_prob is None else bias_init_with_prob(bias_prob)
+        self.layer = [] if layer is None else [layer] if isinstance(layer, str) else list(layer)
+        self.wholemodule = False            # True for an override: every submodule of the named one, any class
+
+    def init_module(self, m: nn.Module) -> None:
+        raise NotImplementedError(f'{type(self).__name__} must initialise one module in init_module')
+
+    def __call__(self, module: nn.Module) -> int:
+        "Initialise the submodules of `module` that match (children before parents, as `apply` visits); return how many."
+        matched = []
+        def visit(m: nn.Module):
+            if self.wholemodule or set(self.layer) & set(layer_names(m)):
+                self.init_module(m)
+                matched.append(m)
+        module.apply(visit)
+        return len(matched)
+
+# %% ../../nbs/10_layers.ipynb 56
+@INITIALIZERS.register_module(name='Constant')
+class ConstantInit(BaseInit):
+    "Weights = `val`."
+    def __init__(self, val: float, *, bias: float = 0, bias_prob: float | None = None, layer=None):
+        super().__init__(bias=bias, bias_prob=bias_prob, layer=layer)
+        self.val = val
+    def init_module(self, m): constant_init(m, self.val, self.bias)
+
+@INITIALIZERS.register_module(name='Normal')
+class NormalInit(BaseInit):
+    "Weights ~ N(mean, std²)."
+    def __init__(self, mean: float = 0, std: float = 1, *, bias: float = 0, bias_prob: float | None = None, layer=None):
+        super().__init__(bias=bias, bias_prob=bias_prob, layer=layer)
+        self.mean, self.std = mean, std
+    def init_module(self, m): normal_init(m, self.mean, self.std, self.bias)
+
+@INITIALIZERS.register_module(name='TruncNormal')
+class TruncNormalInit(BaseInit):
+    "Weights ~ N(mean, std²) truncated to [a, b]."
+    def __init__(self, mean: float = 0, std: float = 1, a: float = -2, b: float = 2, *, bias: float = 0,
+                 bias_prob: float | None = None, layer=None):
+        super().__init__(bias=bias, bias_prob=bias_prob, layer=layer)
+        self.mean, self.std, self.a, self.b = mean, std, a, b
+    def init_module(self, m): trunc_normal_init(m, self.mean, self.std, self.a, self.b, self.bias)
+
+@INITIALIZERS.register_module(name='Uniform')
+class UniformInit(BaseInit):
+    "Weights ~ U(a, b)."
+    def __init__(self, a: float = 0, b: float = 1, *, bias: float = 0, bias_prob: float | None = None, layer=None):
+        super().__init__(bias=bias, bias_prob=bias_prob, layer=layer)
+        self.a, self.b = a, b
+    def init_module(self, m): uniform_init(m, self.a, self.b, self.bias)
+
+# %% ../../nbs/10_layers.ipynb 58
+def _check_choice(who: str, name: str, value, choices: tuple):
+    if value not in choices:
+        raise ValueError(f'{who}: {name} must be one of {choices}, got {value!r}')
+
+@INITIALIZERS.register_module(name='Xavier')
+class XavierInit(BaseInit):
+    "Xavier/Glorot weights: variance `gain² · 2 / (fan_in + fan_out)`, normal or uniform."
+    def __init__(self, gain: float = 1, distribution: str = 'normal', *, bias: float = 0,
+                 bias_prob: float | None = None, layer=None):
+        super().__init__(bias=bias, bias_prob=bias_prob, layer=layer)
+        _check_choice('XavierInit', 'distribution', distribution, ('normal', 'uniform'))
+        self.gain, self.distribution = gain, distribution
+    def init_module(self, m): xavier_init(m, self.gain, self.bias, self.distribution)
+
+@INITIALIZERS.register_module(name='Kaiming')
+class KaimingInit(BaseInit):
+    "He/Kaiming weights for `nonlinearity` (slope `a` for a leaky ReLU), fan from `mode`, normal or uniform."
+    def __init__(self, a: float = 0, mode: str = 'fan_out', nonlinearity: str = 'relu', distribution: str = 'normal',
+                 *, bias: float = 0, bias_prob: float | None = None, layer=None):
+        super().__init__(bias=bias, bias_prob=bias_prob, layer=layer)
+        _check_choice(type(self).__name__, 'mode', mode, ('fan_in', 'fan_out'))
+        _check_choice(type(self).__name__, 'distribution', distribution, ('normal', 'uniform'))
+        self.a, self.mode, self.nonlinearity, self.distribution = a, mode, nonlinearity, distribution
+    def init_module(self, m): kaiming_init(m, self.a, self.mode, self.nonlinearity, self.bias, self.distribution)
+
+@INITIALIZERS.register_module(name='Caffe2Xavier')
+class Caffe2XavierInit(KaimingInit):
+    "Caffe2's XavierFill: `Kaiming(a=1, mode='fan_in', nonlinearity='leaky_relu', distribution='uniform')`."
+    def __init__(self, *, bias: float = 0, bias_prob: float | None = None, layer=None):
+        super().__init__(a=1, mode='fan_in', nonlinearity='leaky_relu', distribution='uniform', bias=bias,
+                         bias_prob=bias_prob, layer=layer)
+
+# %% ../../nbs/10_layers.ipynb 60
+def _as_cfg_list(value, what: str) -> list:
+    "A dict or a list/tuple of dicts -> a list of dicts; anything else is an error naming `what`."
+    items = [value] if isinstance(value, Mapping) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(c, Mapping) for c in items):
+        raise TypeError(f'{what} must be a dict or a list of dicts, got {value!r}')
+    return [copy.deepcopy(dict(c)) for c in items]
+
+def _build_initializer(cfg: Mapping, wholemodule: bool = False):
+    init = build_from_cfg(cfg, INITIALIZERS)       # an unknown type: a KeyError naming it and the registered ones
+    init.wholemodule = wholemodule
+    return init
+
+# %% ../../nbs/10_layers.ipynb 61
+def _override_cfg(override: dict, outer: dict) -> tuple[str, dict]:
+    "One `override` entry -> (attribute name, initialiser config): only a name reuses the outer config (less `layer`)."
+    name = override.pop('name', None)
+    if not isinstance(name, str):
+        raise ValueError(f'init_cfg override needs a "name" (the attribute to initialise), got {override!r}')
+    if not override:
+        return name, outer
+    if 'type' not in override:
+        raise ValueError(f'init_cfg override {name!r} gives {sorted(override)} but no "type": give a type, or only the '
+                         f'name to reuse the outer initialiser ({outer.get("type")!r} and its arguments)')
+    return name, override
+
+def _override(module: nn.Module, override, outer: dict):
+    "Step 2: each override's initialiser on the whole submodule `getattr(module, name)`, whatever its classes."
+    for o in _as_cfg_list(override, 'init_cfg override'):
+        name, cfg = _override_cfg(o, outer)
+        target = getattr(module, name, None)
+        if not isinstance(target, nn.Module):
+            children = [n for n, _ in module.named_children()]
+            raise KeyError(f'init_cfg override names {name!r}, which is not a submodule of {type(module).__name__} '
+                           f'(its children: {children})')
+        _build_initializer(cfg, wholemodule=True)(target)
+
+# %% ../../nbs/10_layers.ipynb 62
+def initialize(module: nn.Module, init_cfg: Mapping | Sequence[Mapping]) -> None:
+    """Initialise `module` from an mmcv-style `init_cfg` (a dict or a list of dicts, applied in order): each dict's
+    initialiser `type` on the submodules matched by `layer`, then on each submodule its `override` names."""
+    for cfg in _as_cfg_list(init_cfg, 'init_cfg'):
+        override = cfg.pop('override', None)
+        init = _build_initializer(cfg)                                     # 1. the layers named in `layer`
+        matched = init(module)
+        if isinstance(init, BaseInit) and init.layer and not matched:
+            warnings.warn(f'init_cfg {cfg!r} matched no layer of {type(module).__name__}: {init.layer} are not '
+                          f'among its classes {sorted({n for m in module.modules() for n in layer_names(m)})}')
+        elif isinstance(init, BaseInit) and not init.layer and override is None:
+            warnings.warn(f'init_cfg {cfg!r} has neither "layer" nor "override", so it initialises nothing')
+        if override is not None:                                           # 2. the submodules named in `override`
+            cfg.pop('layer', None)
+            _override(module, override, cfg)

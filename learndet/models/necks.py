@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..registry import NECKS
-from .layers import ConvModule, xavier_init
+from .layers import ConvModule, initialize
 
 # %% auto 0
 __all__ = ['EXTRA_CONVS_SOURCES', 'FPN']
@@ -81,17 +81,11 @@ def _make_layers(self: FPN, conv_cfg: Mapping | None, norm_cfg: Mapping | None, 
 # %% ../../nbs/11_necks.ipynb 16
 @patch
 def init_weights(self: FPN):
-    "Xavier init of every conv (`init_cfg` of type 'Xavier', mmdetection's default); `None` keeps ConvModule's Kaiming init."
-    cfg = self.init_cfg
-    if cfg is None:
-        return
-    if not (isinstance(cfg, Mapping) and cfg.get('type') == 'Xavier'):
-        raise ValueError(f"FPN init_cfg must be None or dict(type='Xavier', ...), got {cfg!r}")
-    for m in self.modules():
-        if isinstance(m, nn.Conv2d):
-            xavier_init(m, gain=cfg.get('gain', 1), bias=cfg.get('bias', 0), distribution=cfg.get('distribution', 'normal'))
+    "Initialise as `init_cfg` says (default: Xavier-uniform on every conv, mmdetection's); `None` keeps ConvModule's Kaiming init."
+    if self.init_cfg is not None:
+        initialize(self, self.init_cfg)
 
-# %% ../../nbs/11_necks.ipynb 21
+# %% ../../nbs/11_necks.ipynb 23
 @patch
 def _check_inputs(self: FPN, inputs: Sequence[torch.Tensor]):
     if len(inputs) != self.num_ins:
@@ -102,7 +96,7 @@ def _check_inputs(self: FPN, inputs: Sequence[torch.Tensor]):
             raise ValueError(f'FPN input level {i}: expected (N, {c}, H, W) (in_channels[{i}] = {c}), '
                              f'got shape {tuple(x.shape)}')
 
-# %% ../../nbs/11_necks.ipynb 24
+# %% ../../nbs/11_necks.ipynb 26
 @patch
 def _top_down(self: FPN, laterals: list[torch.Tensor]) -> list[torch.Tensor]:
     "Merge coarse into fine: `laterals[i - 1] += upsample(laterals[i])`, from the coarsest level down (in place)."
@@ -118,7 +112,7 @@ def _top_down(self: FPN, laterals: list[torch.Tensor]) -> list[torch.Tensor]:
         laterals[i - 1] = laterals[i - 1] + up
     return laterals
 
-# %% ../../nbs/11_necks.ipynb 27
+# %% ../../nbs/11_necks.ipynb 29
 @patch
 def _extra_levels(self: FPN, inputs, laterals, outs: list[torch.Tensor]) -> list[torch.Tensor]:
     "Append levels to `outs` until there are `num_outs`: max-pool of the last output, or stride-2 convs."
@@ -134,7 +128,7 @@ def _extra_levels(self: FPN, inputs, laterals, outs: list[torch.Tensor]) -> list
             outs.append(self.fpn_convs[i](F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]))
     return outs
 
-# %% ../../nbs/11_necks.ipynb 30
+# %% ../../nbs/11_necks.ipynb 32
 @patch
 def forward(self: FPN, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     "inputs: one (N, in_channels[i], H_i, W_i) map per level -> `num_outs` maps (N, out_channels, H_j, W_j)."

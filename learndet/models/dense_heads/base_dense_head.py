@@ -5,6 +5,7 @@
 # %% ../../../nbs/12_dense_heads.ipynb 3
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -18,7 +19,7 @@ from ...losses import reduce_mean
 from ...registry import LOSSES, PRIOR_GENERATORS, BBOX_CODERS, BBOX_ASSIGNERS, BBOX_SAMPLERS, build_from_cfg
 from ...samplers import SamplingResult
 from ...structures import InstanceData, nms_per_class
-from ..layers import normal_init, bias_init_with_prob
+from ..layers import initialize
 
 # %% auto 0
 __all__ = ['flatten_levels', 'filter_scores_and_topk', 'check_feats', 'check_gt', 'ImageTargets', 'DenseTargets',
@@ -120,31 +121,13 @@ class DenseTargets:
     extras: dict = field(default_factory=dict)   # name -> list over levels of (N, P_level, ...)
 
 # %% ../../../nbs/12_dense_heads.ipynb 19
-def _normal_from_cfg(m: nn.Module, cfg: Mapping):
-    if cfg.get('type') != 'Normal':
-        raise NotImplementedError(f"init_cfg type {cfg.get('type')!r} is not supported by the dense heads (only 'Normal')")
-    bias = bias_init_with_prob(cfg['bias_prob']) if cfg.get('bias_prob') is not None else cfg.get('bias', 0)
-    normal_init(m, mean=cfg.get('mean', 0), std=cfg.get('std', 1), bias=bias)
-
-def _as_list(x) -> list: return [] if x is None else [x] if isinstance(x, Mapping) else list(x)
-
 def init_head_weights(module: nn.Module, init_cfg) -> None:
-    """Apply an mmcv-style `init_cfg` to `module`: `dict(type='Normal', layer='Conv2d', std=0.01, [mean], [bias],
-    [bias_prob], [override=dict(type='Normal', name='retina_cls', std=0.01, bias_prob=0.01)])` or a list of them."""
-    for cfg in _as_list(init_cfg):
-        cfg = dict(cfg)
-        overrides = cfg.pop('override', None)
-        layers = cfg.get('layer')
-        layers = [] if layers is None else [layers] if isinstance(layers, str) else list(layers)
-        for m in module.modules():
-            if type(m).__name__ in layers:
-                _normal_from_cfg(m, cfg)
-        for o in _as_list(overrides):
-            if not hasattr(module, o.get('name', '')):
-                raise KeyError(f"init_cfg override names {o.get('name')!r}, which {type(module).__name__} does not have")
-            _normal_from_cfg(getattr(module, o['name']), {**{k: v for k, v in cfg.items() if k != 'layer'}, **o})
+    """Apply an mmcv-style `init_cfg` to `module` with `initialize` (a dict or a list, e.g. `dict(type='Normal',
+    layer='Conv2d', std=0.01, override=dict(type='Normal', name='retina_cls', std=0.01, bias_prob=0.01))`); None: nothing."""
+    if init_cfg is not None:
+        initialize(module, init_cfg)
 
-# %% ../../../nbs/12_dense_heads.ipynb 21
+# %% ../../../nbs/12_dense_heads.ipynb 22
 class BaseDenseHead(nn.Module):
     """The base of the dense heads: per level, `num_base_priors[level]` priors per cell, each with `cls_out_channels`
     scores and 4 regression outputs. Subclasses build `_init_layers`, predict a level in `forward_single`, and turn
@@ -172,7 +155,7 @@ class BaseDenseHead(nn.Module):
         self._init_layers()
         self.init_weights()
 
-# %% ../../../nbs/12_dense_heads.ipynb 23
+# %% ../../../nbs/12_dense_heads.ipynb 24
 @patch
 def _build_assigner_and_sampler(self: BaseDenseHead, train_cfg: Mapping):
     if 'assigner' not in train_cfg:
@@ -192,7 +175,7 @@ def init_weights(self: BaseDenseHead):
     "Initialise the layers as `init_cfg` says."
     init_head_weights(self, self.init_cfg)
 
-# %% ../../../nbs/12_dense_heads.ipynb 24
+# %% ../../../nbs/12_dense_heads.ipynb 25
 @patch
 def forward_single(self: BaseDenseHead, x: Tensor) -> tuple[Tensor, ...]:
     raise NotImplementedError(f'{type(self).__name__} must predict one level in forward_single')
@@ -215,7 +198,7 @@ def __repr__(self: BaseDenseHead) -> str:
             f'priors per cell={self.num_base_priors}, loss_cls={type(self.loss_cls).__name__}, '
             f'loss_bbox={type(self.loss_bbox).__name__}, sampling={self.sampling})\n' + nn.Module.__repr__(self))
 
-# %% ../../../nbs/12_dense_heads.ipynb 31
+# %% ../../../nbs/12_dense_heads.ipynb 32
 @patch
 def get_priors(self: BaseDenseHead, featmap_sizes: Sequence[tuple[int, int]], img_metas: Sequence[Mapping],
                device='cpu', dtype=torch.float32) -> tuple[list[Tensor], list[list[Tensor]]]:
@@ -225,7 +208,7 @@ def get_priors(self: BaseDenseHead, featmap_sizes: Sequence[tuple[int, int]], im
     valid_flags = [self.prior_generator.valid_flags(featmap_sizes, meta['pad_shape'], device) for meta in img_metas]
     return mlvl_priors, valid_flags
 
-# %% ../../../nbs/12_dense_heads.ipynb 35
+# %% ../../../nbs/12_dense_heads.ipynb 36
 @patch
 def get_targets_single(self: BaseDenseHead, flat_priors: Tensor, valid_flags: Tensor, num_level_priors: list[int],
                        gt_bboxes: Tensor, gt_bboxes_ignore: Tensor | None, gt_labels: Tensor | None,
@@ -247,7 +230,7 @@ def get_targets_single(self: BaseDenseHead, flat_priors: Tensor, valid_flags: Te
                         unmap(bbox_targets, n, inside), unmap(bbox_weights, n, inside),
                         sampling_result.pos_inds, sampling_result.neg_inds, sampling_result)
 
-# %% ../../../nbs/12_dense_heads.ipynb 37
+# %% ../../../nbs/12_dense_heads.ipynb 38
 @patch
 def _encode_targets(self: BaseDenseHead, priors: Tensor, sampling_result: SamplingResult, gt_labels: Tensor | None):
     "Step 4 for the inside priors: (labels (P,), label_weights (P,), bbox_targets (P, 4), bbox_weights (P, 4))."
@@ -267,7 +250,7 @@ def _encode_targets(self: BaseDenseHead, priors: Tensor, sampling_result: Sampli
     label_weights[sampling_result.neg_inds] = 1.0
     return labels, label_weights, bbox_targets, bbox_weights
 
-# %% ../../../nbs/12_dense_heads.ipynb 48
+# %% ../../../nbs/12_dense_heads.ipynb 49
 @patch
 def get_targets(self: BaseDenseHead, mlvl_priors: list[Tensor], valid_flags: list[list[Tensor]],
                 gt_bboxes: list[Tensor], img_metas: list[Mapping], gt_bboxes_ignore: list | None = None,
@@ -289,7 +272,7 @@ def get_targets(self: BaseDenseHead, mlvl_priors: list[Tensor], valid_flags: lis
                         sampling_results=[t.sampling_result for t in per_image],
                         extras={k: to_levels([t.extras[k] for t in per_image]) for k in per_image[0].extras})
 
-# %% ../../../nbs/12_dense_heads.ipynb 50
+# %% ../../../nbs/12_dense_heads.ipynb 51
 @patch
 def loss_single(self: BaseDenseHead, cls_score: Tensor, bbox_pred: Tensor, priors: Tensor, labels: Tensor,
                 label_weights: Tensor, bbox_targets: Tensor, bbox_weights: Tensor, num_total_samples: int):
@@ -304,7 +287,7 @@ def loss_single(self: BaseDenseHead, cls_score: Tensor, bbox_pred: Tensor, prior
                                avg_factor=num_total_samples)
     return loss_cls, loss_bbox
 
-# %% ../../../nbs/12_dense_heads.ipynb 52
+# %% ../../../nbs/12_dense_heads.ipynb 53
 @patch
 def avg_factor(self: BaseDenseHead, num: float | Tensor, min_value: float = 1.) -> float:
     "The loss normaliser `num` averaged over DDP processes (unless `train_cfg.sync_avg_factor` is False), at least `min_value`."
@@ -313,7 +296,7 @@ def avg_factor(self: BaseDenseHead, num: float | Tensor, min_value: float = 1.) 
         num = reduce_mean(num)
     return max(float(num), min_value)
 
-# %% ../../../nbs/12_dense_heads.ipynb 53
+# %% ../../../nbs/12_dense_heads.ipynb 54
 @patch
 def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor], gt_bboxes: list[Tensor],
          gt_labels: list[Tensor] | None, img_metas: list[Mapping], gt_bboxes_ignore: list[Tensor] | None = None
@@ -332,7 +315,7 @@ def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor]
         losses_cls.append(loss_cls); losses_bbox.append(loss_bbox)
     return dict(loss_cls=losses_cls, loss_bbox=losses_bbox)
 
-# %% ../../../nbs/12_dense_heads.ipynb 64
+# %% ../../../nbs/12_dense_heads.ipynb 65
 @patch
 def get_bboxes_single(self: BaseDenseHead, cls_score_list: list[Tensor], bbox_pred_list: list[Tensor],
                       score_factor_list: list[Tensor] | None, mlvl_priors: list[Tensor], img_meta: Mapping,
@@ -352,7 +335,7 @@ def get_bboxes_single(self: BaseDenseHead, cls_score_list: list[Tensor], bbox_pr
         levels.append(level)
     return self.bbox_post_process(InstanceData.cat(levels), img_meta, cfg, rescale, with_nms)
 
-# %% ../../../nbs/12_dense_heads.ipynb 65
+# %% ../../../nbs/12_dense_heads.ipynb 66
 def scale_factor_of(img_meta: Mapping, like: Tensor) -> Tensor:
     "`img_meta['scale_factor']` (a float or (w, h, w, h)) as a tensor that divides (n, 4) boxes."
     sf = like.new_tensor(img_meta.get('scale_factor', 1.0)).reshape(-1)
@@ -360,14 +343,19 @@ def scale_factor_of(img_meta: Mapping, like: Tensor) -> Tensor:
         raise ValueError(f"scale_factor must be a float or 4 values (w, h, w, h), got {img_meta.get('scale_factor')!r}")
     return sf
 
+BaseDenseHead.filters_min_bbox_size = False   # RPN heads set it: mmdetection 2.x honours min_bbox_size there only
+
 @patch
 def bbox_post_process(self: BaseDenseHead, results: InstanceData, img_meta: Mapping, cfg: Mapping,
                       rescale: bool = False, with_nms: bool = True) -> InstanceData:
-    "Steps 4-7 on the candidates of all levels: size filter, rescale, score factors, NMS per class + max_per_img."
+    "Steps 4-7 on the candidates of all levels: (RPN) size filter, rescale, score factors, NMS per class + max_per_img."
     min_size = cfg.get('min_bbox_size', 0)
-    if min_size > 0:                                      # 4. drop boxes not larger than min_bbox_size
+    if min_size > 0 and self.filters_min_bbox_size:      # 4. (RPN heads) drop boxes not larger than min_bbox_size
         wh = results.bboxes[:, 2:] - results.bboxes[:, :2]
         results = results[(wh > min_size).all(1)]
+    elif min_size > 0:
+        warnings.warn(f'{type(self).__name__}: test_cfg.min_bbox_size={min_size} is ignored: as in mmdetection 2.x, '
+                      'only RPN heads drop small boxes')
     if rescale:                                           # 5. back to the original image's pixels
         results.bboxes = results.bboxes / scale_factor_of(img_meta, results.bboxes)
     if 'score_factors' in results:                        # 6. e.g. FCOS's centerness
@@ -378,7 +366,7 @@ def bbox_post_process(self: BaseDenseHead, results: InstanceData, img_meta: Mapp
         raise KeyError(f'test_cfg needs an "nms" entry, e.g. nms=dict(type="nms", iou_threshold=0.5); got keys {sorted(cfg)}')
     return nms_per_class(results, cfg['nms'], cfg.get('max_per_img', -1))
 
-# %% ../../../nbs/12_dense_heads.ipynb 66
+# %% ../../../nbs/12_dense_heads.ipynb 68
 @patch
 def get_bboxes(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
                score_factors: list[Tensor] | None = None, img_metas: list[Mapping] | None = None,
@@ -398,7 +386,7 @@ def get_bboxes(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[T
     return [self.get_bboxes_single(image(cls_scores, i), image(bbox_preds, i), image(score_factors, i), mlvl_priors,
                                    meta, cfg, rescale, with_nms) for i, meta in enumerate(img_metas)]
 
-# %% ../../../nbs/12_dense_heads.ipynb 73
+# %% ../../../nbs/12_dense_heads.ipynb 75
 @patch
 def forward_train(self: BaseDenseHead, x: Sequence[Tensor], img_metas: list[Mapping], gt_bboxes: list[Tensor],
                   gt_labels: list[Tensor] | None = None, gt_bboxes_ignore: list[Tensor] | None = None,

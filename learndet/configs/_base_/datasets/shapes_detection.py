@@ -2,7 +2,7 @@
 dataset_type = 'ShapesDataset'
 data_root = 'data/shapes/'
 classes = ('circle', 'square', 'triangle', 'star')
-shapes_generate = dict(num_images=500, img_size=256, seed=0)   # used only if the annotation file is missing
+shapes_generate = dict(num_images=500, img_size=256, seed=0)   # generated if missing; a set already there must match it
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
