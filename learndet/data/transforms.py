@@ -20,9 +20,9 @@ from ..registry import PIPELINES, build_from_cfg
 
 # %% auto 0
 __all__ = ['Compose', 'imread', 'LoadImageFromFile', 'LoadAnnotations', 'imdenormalize', 'results_to_rgb', 'show_results',
-           'imresize', 'rescale_size', 'Resize', 'imflip', 'RandomFlip', 'Normalize', 'impad', 'Pad', 'bgr2hsv',
-           'hsv2bgr', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop', 'RandomCrop', 'DefaultFormatBundle',
-           'ImageToTensor', 'ToTensor', 'Collect', 'MultiScaleFlipAug']
+           'imresize', 'rescale_size', 'check_no_masks', 'Resize', 'imflip', 'RandomFlip', 'Normalize', 'impad', 'Pad',
+           'bgr2hsv', 'hsv2bgr', 'PhotoMetricDistortion', 'Expand', 'MinIoURandomCrop', 'RandomCrop',
+           'DefaultFormatBundle', 'ImageToTensor', 'ToTensor', 'Collect', 'MultiScaleFlipAug']
 
 # %% ../../nbs/05_transforms.ipynb 6
 @PIPELINES.register_module()
@@ -166,6 +166,23 @@ def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
     s = min(max(scale) / max(h, w), min(scale) / min(h, w))
     return int(w * s + 0.5), int(h * s + 0.5)
 
+def check_no_masks(results: dict, who: str) -> None:
+    "Masks and segmentation maps are not moved by the geometric steps yet: refuse them rather than let them drift."
+    for key in ('mask_fields', 'seg_fields'):
+        if results.get(key):
+            raise NotImplementedError(f'{who}: results has {key}={results[key]}, but learndet\'s transforms do not move '
+                                      'masks or segmentation maps yet; their boxes and masks would no longer agree')
+
+def _as_scale_list(img_scale, who: str) -> list[tuple[int, int]]:
+    "`img_scale` as a list of (long, short) pairs: one pair, a list of pairs, or a flat [w, h] list (JSON/YAML)."
+    pairs = [img_scale] if isinstance(img_scale, tuple) or (
+        isinstance(img_scale, list) and len(img_scale) == 2 and all(isinstance(v, (int, float)) for v in img_scale)) \
+        else img_scale
+    if not isinstance(pairs, (list, tuple)) or not all(isinstance(s, (list, tuple)) and len(s) == 2 and
+                                                        all(isinstance(v, (int, float)) and v > 0 for v in s) for s in pairs):
+        raise ValueError(f'{who}: img_scale must be a (w, h) pair of positive numbers or a list of them, got {img_scale!r}')
+    return [tuple(int(v) for v in s) for s in pairs]
+
 # %% ../../nbs/05_transforms.ipynb 25
 @PIPELINES.register_module()
 class Resize:
@@ -176,9 +193,7 @@ class Resize:
         if img_scale is None:
             self.img_scale = None
         else:
-            self.img_scale = [tuple(s) for s in (img_scale if isinstance(img_scale, list) else [img_scale])]
-            if not all(len(s) == 2 for s in self.img_scale):
-                raise ValueError(f'Resize: img_scale must be (long, short) pairs, got {img_scale!r}')
+            self.img_scale = _as_scale_list(img_scale, 'Resize')
         if multiscale_mode not in ('range', 'value'):
             raise ValueError(f"Resize: multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
         if ratio_range is not None and (self.img_scale is None or len(self.img_scale) != 1):
@@ -209,6 +224,10 @@ def _random_scale(self: Resize) -> tuple[tuple[int, int], int | None]:
 @patch
 def __call__(self: Resize, results: dict) -> dict:
     "Resize `results` (see the class docstring for the keys)."
+    check_no_masks(results, 'Resize')
+    if 'scale' in results and 'scale_factor' in results and not self.override:
+        raise ValueError(f"Resize: results has both scale={results['scale']} and scale_factor="
+                         f"{results['scale_factor']}; set one (or override=True to draw a new scale)")
     if 'scale' not in results or self.override:
         if 'scale_factor' in results and not self.override:      # MultiScaleFlipAug(scale_factor=...) asked for a factor
             h, w = results['img'].shape[:2]
@@ -250,6 +269,10 @@ class RandomFlip:
     """Flip images and boxes with probability `flip_ratio` (a float, or a list matching `direction`).
     Adds: flip, flip_direction. Updates: img fields, bbox fields."""
     def __init__(self, flip_ratio=None, direction='horizontal'):
+        if not (isinstance(direction, str) or (isinstance(direction, (list, tuple)) and
+                                               all(isinstance(d, str) for d in direction))):
+            raise TypeError(f"RandomFlip: direction must be 'horizontal', 'vertical', 'diagonal' or a list of them, "
+                            f"got {direction!r}")
         dirs = [direction] if isinstance(direction, str) else list(direction)
         if isinstance(flip_ratio, (list, tuple)):
             if len(flip_ratio) != len(dirs) or sum(flip_ratio) > 1:
@@ -277,6 +300,7 @@ def _choose(self: RandomFlip):
 # %% ../../nbs/05_transforms.ipynb 35
 @patch
 def __call__(self: RandomFlip, results: dict) -> dict:
+    check_no_masks(results, 'RandomFlip')
     if 'flip' not in results:
         d = self._choose()
         results['flip'], results['flip_direction'] = d is not None, d
@@ -328,17 +352,19 @@ def impad(img: np.ndarray, shape: tuple[int, int], pad_val: float = 0) -> np.nda
 # %% ../../nbs/05_transforms.ipynb 42
 @PIPELINES.register_module()
 class Pad:
-    """Pad images at the bottom/right to `size` (h, w) or to multiples of `size_divisor` (optionally square first).
+    """Pad images at the bottom/right to `size` (h, w) or to multiples of `size_divisor`, or to a square (`pad_to_square`).
     Adds: pad_shape, pad_fixed_size, pad_size_divisor. Updates: img fields."""
     def __init__(self, size=None, size_divisor=None, pad_to_square: bool = False, pad_val=0):
-        if pad_to_square and size is not None:
-            raise ValueError('Pad: pad_to_square and size cannot both be set')
+        if pad_to_square and (size is not None or size_divisor is not None):
+            raise ValueError(f'Pad: pad_to_square=True pads to the longer side; it cannot be combined with size '
+                             f'or size_divisor (got size={size}, size_divisor={size_divisor})')
         if not pad_to_square and (size is None) == (size_divisor is None):
             raise ValueError(f'Pad: set exactly one of size and size_divisor (got size={size}, size_divisor={size_divisor})')
         self.size, self.size_divisor, self.pad_to_square = size, size_divisor, pad_to_square
         self.pad_val = pad_val.get('img', 0) if isinstance(pad_val, Mapping) else pad_val
 
     def __call__(self, results: dict) -> dict:
+        check_no_masks(results, 'Pad')
         h, w = results['img'].shape[:2]
         size = (max(h, w), max(h, w)) if self.pad_to_square else tuple(self.size) if self.size is not None else (h, w)
         if self.size_divisor:
@@ -386,26 +412,35 @@ class PhotoMetricDistortion:
 # %% ../../nbs/05_transforms.ipynb 49
 @patch
 def __call__(self: PhotoMetricDistortion, results: dict) -> dict:
-    img = results['img'].astype(np.float32)
-    if np.random.randint(2):                                               # 1. brightness
-        img = img + np.random.uniform(-self.brightness_delta, self.brightness_delta)
-    contrast_first = np.random.randint(2)
-    if contrast_first and np.random.randint(2):                            # 2. contrast (first)
-        img = img * np.random.uniform(self.contrast_lower, self.contrast_upper)
-    sat = np.random.uniform(self.saturation_lower, self.saturation_upper) if np.random.randint(2) else None
-    hue = np.random.uniform(-self.hue_delta, self.hue_delta) if np.random.randint(2) else None
-    if sat is not None or hue is not None:                                 # HSV round trip only when needed
-        hsv = bgr2hsv(img)
-        if sat is not None:                                                # 3. saturation
-            hsv[..., 1] *= sat
-        if hue is not None:                                                # 4. hue
-            hsv[..., 0] = (hsv[..., 0] + hue) % 360
-        img = hsv2bgr(hsv)
-    if not contrast_first and np.random.randint(2):                        # 2. contrast (last)
-        img = img * np.random.uniform(self.contrast_lower, self.contrast_upper)
-    if np.random.randint(2):                                               # 5. channel permutation
-        img = img[..., np.random.permutation(3)]
-    results['img'] = np.ascontiguousarray(img, dtype=np.float32)
+    "Draw the random choices once, then apply them to every image field (so paired images stay paired)."
+    r = np.random
+    brightness = r.uniform(-self.brightness_delta, self.brightness_delta) if r.randint(2) else None   # 1.
+    contrast_first = r.randint(2)
+    draw_contrast = lambda: r.uniform(self.contrast_lower, self.contrast_upper) if r.randint(2) else None
+    contrast = draw_contrast() if contrast_first else None                                            # 2. (first)
+    sat = r.uniform(self.saturation_lower, self.saturation_upper) if r.randint(2) else None           # 3.
+    hue = r.uniform(-self.hue_delta, self.hue_delta) if r.randint(2) else None                        # 4.
+    if not contrast_first:
+        contrast = draw_contrast()                                                                    # 2. (last)
+    perm = r.permutation(3) if r.randint(2) else None                                                 # 5.
+    for key in results.get('img_fields', ['img']):
+        img = results[key].astype(np.float32)
+        if brightness is not None:
+            img = img + brightness
+        if contrast_first and contrast is not None:
+            img = img * contrast
+        if sat is not None or hue is not None:                             # HSV round trip only when needed
+            hsv = bgr2hsv(img)
+            if sat is not None:
+                hsv[..., 1] *= sat
+            if hue is not None:
+                hsv[..., 0] = (hsv[..., 0] + hue) % 360
+            img = hsv2bgr(hsv)
+        if not contrast_first and contrast is not None:
+            img = img * contrast
+        if perm is not None:
+            img = img[..., perm]
+        results[key] = np.ascontiguousarray(img, dtype=np.float32)
     return results
 
 # %% ../../nbs/05_transforms.ipynb 50
@@ -445,14 +480,17 @@ class Expand:
     def __call__(self, results: dict) -> dict:
         if np.random.uniform(0, 1) > self.prob:
             return results
-        img = results['img']
-        h, w, c = img.shape
+        check_no_masks(results, 'Expand')
+        h, w, c = results['img'].shape
         ratio = np.random.uniform(*self.ratio_range)
-        canvas = np.empty((int(h * ratio), int(w * ratio), c), img.dtype)
-        canvas[...] = self.mean.astype(img.dtype)
         left, top = int(np.random.uniform(0, w * ratio - w)), int(np.random.uniform(0, h * ratio - h))
-        canvas[top:top + h, left:left + w] = img
-        results['img'], results['img_shape'] = canvas, canvas.shape
+        for key in results.get('img_fields', ['img']):          # every image on the same canvas, same place
+            img = results[key]
+            canvas = np.empty((int(h * ratio), int(w * ratio)) + img.shape[2:], img.dtype)
+            canvas[...] = self.mean.astype(img.dtype)
+            canvas[top:top + h, left:left + w] = img
+            results[key] = canvas
+        results['img_shape'] = results['img'].shape
         for key in results.get('bbox_fields', []):
             results[key] = results[key] + np.array([left, top, left, top], np.float32)
         return results
@@ -473,6 +511,7 @@ class MinIoURandomCrop:
 # %% ../../nbs/05_transforms.ipynb 58
 @patch
 def __call__(self: MinIoURandomCrop, results: dict) -> dict:
+    check_no_masks(results, 'MinIoURandomCrop')
     img = results['img']
     h, w = img.shape[:2]
     boxes = results.get('gt_bboxes', np.zeros((0, 4), np.float32))
@@ -496,7 +535,8 @@ def __call__(self: MinIoURandomCrop, results: dict) -> dict:
             if len(boxes) and not centre_in(boxes, None).any():
                 continue
             _crop_boxes(results, patch, self.bbox_clip_border, centre_in)
-            results['img'] = np.ascontiguousarray(img[patch[1]:patch[3], patch[0]:patch[2]])
+            for key in results.get('img_fields', ['img']):      # every image field, the same window
+                results[key] = np.ascontiguousarray(results[key][patch[1]:patch[3], patch[0]:patch[2]])
             results['img_shape'] = results['img'].shape
             return results
 
@@ -510,8 +550,14 @@ class RandomCrop:
                  bbox_clip_border: bool = True):
         if crop_type not in ('absolute', 'absolute_range', 'relative', 'relative_range'):
             raise ValueError(f'RandomCrop: unknown crop_type {crop_type!r}')
+        if not isinstance(crop_size, (list, tuple)) or len(crop_size) != 2:
+            raise ValueError(f'RandomCrop: crop_size must be a pair, got {crop_size!r}')
         if crop_type.startswith('relative') and not all(0 < c <= 1 for c in crop_size):
             raise ValueError(f'RandomCrop: relative crop_size must be in (0, 1], got {crop_size}')
+        if crop_type.startswith('absolute') and not all(isinstance(c, int) and c > 0 for c in crop_size):
+            raise ValueError(f'RandomCrop: absolute crop_size must be two positive ints (pixels), got {crop_size!r}')
+        if crop_type == 'absolute_range' and crop_size[0] > crop_size[1]:
+            raise ValueError(f'RandomCrop: absolute_range crop_size must be (min, max), got {crop_size!r}')
         self.crop_size, self.crop_type = tuple(crop_size), crop_type
         self.allow_negative_crop, self.bbox_clip_border = allow_negative_crop, bbox_clip_border
 
@@ -533,6 +579,7 @@ def _get_crop_size(self: RandomCrop, h: int, w: int) -> tuple[int, int]:
 # %% ../../nbs/05_transforms.ipynb 61
 @patch
 def __call__(self: RandomCrop, results: dict) -> dict | None:
+    check_no_masks(results, 'RandomCrop')
     img = results['img']
     h, w = img.shape[:2]
     crop_h, crop_w = self._get_crop_size(h, w)
@@ -542,7 +589,8 @@ def __call__(self: RandomCrop, results: dict) -> dict | None:
     _crop_boxes(results, np.array([left, top, left + crop_w, top + crop_h]), self.bbox_clip_border, valid)
     if had_boxes and len(results['gt_bboxes']) == 0 and not self.allow_negative_crop:
         return None
-    results['img'] = np.ascontiguousarray(img[top:top + crop_h, left:left + crop_w])
+    for key in results.get('img_fields', ['img']):              # every image field, the same window
+        results[key] = np.ascontiguousarray(results[key][top:top + crop_h, left:left + crop_w])
     results['img_shape'] = results['img'].shape
     return results
 
@@ -628,11 +676,23 @@ class MultiScaleFlipAug:
             raise ValueError('MultiScaleFlipAug: set exactly one of img_scale and scale_factor')
         self.transforms = Compose(transforms)
         if img_scale is not None:
-            self.scales, self.scale_key = [tuple(s) for s in (img_scale if isinstance(img_scale, list) else [img_scale])], 'scale'
+            self.scales, self.scale_key = _as_scale_list(img_scale, 'MultiScaleFlipAug'), 'scale'
         else:
             self.scales, self.scale_key = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor], 'scale_factor'
         self.flip = flip
+        if not (isinstance(flip_direction, str) or (isinstance(flip_direction, (list, tuple)) and
+                                                    all(isinstance(d, str) for d in flip_direction))):
+            raise TypeError(f"MultiScaleFlipAug: flip_direction must be 'horizontal', 'vertical', 'diagonal' or a "
+                            f"list of them, got {flip_direction!r}")
         self.flip_direction = [flip_direction] if isinstance(flip_direction, str) else list(flip_direction)
+        for d in self.flip_direction:
+            if d not in ('horizontal', 'vertical', 'diagonal'):
+                raise ValueError(f"MultiScaleFlipAug: unknown flip_direction {d!r} ('horizontal', 'vertical' or 'diagonal')")
+        if flip and not any(isinstance(t, RandomFlip) for t in self.transforms.transforms):
+            raise ValueError('MultiScaleFlipAug: flip=True needs a RandomFlip in transforms; without one the copies '
+                             'marked flipped would not be flipped, and aug_test would mirror their boxes wrongly')
+        if not flip and self.flip_direction != ['horizontal']:
+            warnings.warn('MultiScaleFlipAug: flip_direction has no effect when flip=False')
 
     def __call__(self, results: dict) -> dict:
         flip_args = [(False, None)] + ([(True, d) for d in self.flip_direction] if self.flip else [])
