@@ -5,6 +5,7 @@
 # %% ../../nbs/13_detectors.ipynb 3
 from __future__ import annotations
 
+import inspect
 import os.path as osp
 import warnings
 from typing import Mapping, Sequence
@@ -16,12 +17,13 @@ from torch import nn
 
 # %% auto 0
 __all__ = ['build_backbone', 'build_neck', 'build_head', 'build_loss', 'build_detector', 'mmdet_compat_model_cfg', 'BaseDetector',
-           'SingleStageDetector', 'RetinaNet', 'FCOS', 'ATSS']
+           'SingleStageDetector', 'RetinaNet', 'FCOS', 'ATSS', 'bbox_mapping', 'bbox_mapping_back', 'merge_aug_bboxes']
 
 # %% ../../nbs/13_detectors.ipynb 4
 from ..registry import BACKBONES, NECKS, HEADS, LOSSES, DETECTORS, build_from_cfg
-from ..boxes import bbox2result
+from ..boxes import bbox2result, bbox_flip
 from ..core import show_image, draw_boxes
+from ..structures import InstanceData, nms_per_class
 from .dense_heads.base_dense_head import check_gt
 
 # %% ../../nbs/13_detectors.ipynb 6
@@ -213,3 +215,73 @@ class FCOS(SingleStageDetector):
 @DETECTORS.register_module()
 class ATSS(SingleStageDetector):
     "ATSS (Zhang et al., 2020): one anchor per location, positives chosen by per-object IoU statistics (chapter 12b)."
+
+# %% ../../nbs/13_detectors.ipynb 43
+def _scale_factor_tensor(scale_factor, like: torch.Tensor) -> torch.Tensor:
+    "`scale_factor` (a float or (w, h, w, h)) as a tensor that multiplies or divides `(n, 4)` boxes."
+    sf = like.new_tensor(np.asarray(scale_factor, dtype=np.float32)).reshape(-1)
+    if sf.numel() not in (1, 4):
+        raise ValueError(f'scale_factor must be a float or 4 values (w, h, w, h), got {scale_factor!r}')
+    return sf
+
+def bbox_mapping(bboxes: torch.Tensor, img_shape, scale_factor, flip: bool, flip_direction: str = 'horizontal'
+                 ) -> torch.Tensor:
+    """Boxes `Tensor[..., 4]` xyxy in original-image pixels -> an augmented image's pixels: multiply by
+    `scale_factor`, then flip inside the augmented `img_shape` (h, w, ...). The inverse of `bbox_mapping_back`."""
+    new = (bboxes.reshape(-1, 4) * _scale_factor_tensor(scale_factor, bboxes)).reshape(bboxes.shape)
+    return bbox_flip(new, img_shape, flip_direction) if flip else new
+
+def bbox_mapping_back(bboxes: torch.Tensor, img_shape, scale_factor, flip: bool, flip_direction: str = 'horizontal'
+                      ) -> torch.Tensor:
+    """Boxes `Tensor[..., 4]` xyxy in an augmented image's pixels -> original-image pixels: undo the flip inside
+    the augmented `img_shape` (h, w, ...), as `RandomFlip` flipped it, then divide by `scale_factor`."""
+    new = bbox_flip(bboxes, img_shape, flip_direction) if flip else bboxes
+    return (new.reshape(-1, 4) / _scale_factor_tensor(scale_factor, new)).reshape(bboxes.shape)
+
+# %% ../../nbs/13_detectors.ipynb 48
+def merge_aug_bboxes(aug_results: Sequence[InstanceData], aug_metas: Sequence[Mapping]) -> InstanceData:
+    """One image's candidates from each augmentation (`InstanceData`, `bboxes` in that augmentation's pixels) and its
+    metas (`img_shape`, `scale_factor`, `flip`, `flip_direction`) -> all candidates in original-image pixels,
+    concatenated in augmentation order; the other fields (scores, labels, ...) come along unchanged."""
+    if len(aug_results) != len(aug_metas):
+        raise ValueError(f'merge_aug_bboxes: results of {len(aug_results)} augmentations but {len(aug_metas)} metas')
+    parts = []
+    for a, (results, meta) in enumerate(zip(aug_results, aug_metas)):
+        missing = [k for k in ('img_shape', 'scale_factor', 'flip') if k not in meta]
+        if missing or (meta['flip'] and meta.get('flip_direction') is None):
+            raise KeyError(f'merge_aug_bboxes: the meta of augmentation {a} lacks {missing or ["flip_direction"]}: '
+                           f"the test pipeline's Resize, RandomFlip and Collect (default meta_keys) set them")
+        part = InstanceData(**{k: getattr(results, k) for k in results.keys()})
+        part.bboxes = bbox_mapping_back(results.bboxes, meta['img_shape'], meta['scale_factor'], meta['flip'],
+                                        meta.get('flip_direction'))
+        parts.append(part)
+    return InstanceData.cat(parts)
+
+# %% ../../nbs/13_detectors.ipynb 49
+@patch
+def aug_test(self: SingleStageDetector, imgs: Sequence[torch.Tensor], img_metas: Sequence[Sequence[dict]],
+             rescale: bool = False) -> list[list[np.ndarray]]:
+    """Test-time augmentation merged as in mmdetection 2.x: per image, per class `(n, 5)` arrays. `imgs` is a list
+    over augmentations of `(N, 3, H, W)` batches, `img_metas` a list over augmentations of N metas. Boxes are in
+    original-image pixels if `rescale`, else in the first augmentation's scale (its flip undone)."""
+    head, cfg = self.bbox_head, self.bbox_head.test_cfg
+    if 'with_nms' not in inspect.signature(head.get_bboxes).parameters:
+        raise NotImplementedError(f'{type(head).__name__}.get_bboxes has no with_nms: no test-time augmentation')
+    if cfg is None or 'nms' not in cfg:
+        raise KeyError(f'{type(self).__name__}.aug_test: test_cfg needs an "nms" entry, got {cfg!r}')
+    if len(imgs) != len(img_metas) or any(len(m) != len(img_metas[0]) for m in img_metas):
+        raise ValueError(f'aug_test: every augmentation needs the same images; got {len(imgs)} batches and image '
+                         f'counts {[len(m) for m in img_metas]} in img_metas')
+    # 1. every augmentation: the candidates before NMS, in that augmentation's pixels (augmentations x images)
+    candidates = [head.get_bboxes(*head(self.extract_feat(img)), img_metas=metas, cfg=cfg, rescale=False,
+                                  with_nms=False) for img, metas in zip(imgs, img_metas)]
+    results = []
+    for i in range(len(img_metas[0])):
+        metas = [aug_metas[i] for aug_metas in img_metas]
+        merged = merge_aug_bboxes([aug[i] for aug in candidates], metas)        # 2.-3. mapped back, concatenated
+        dets = nms_per_class(merged, cfg['nms'], cfg.get('max_per_img', -1))    # 4. NMS per class, max_per_img
+        if not rescale:                                                         # 5. the first augmentation's scale
+            dets.bboxes = dets.bboxes * _scale_factor_tensor(metas[0]['scale_factor'], dets.bboxes)
+        results.append(bbox2result(torch.cat([dets.bboxes, dets.scores[:, None]], -1), dets.labels,
+                                   head.num_classes))
+    return results
