@@ -12,8 +12,8 @@ post-processing. Prints a markdown table of median milliseconds over --repeats r
 learndet / torchvision (< 1: learndet is faster).
 """
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torchvision
@@ -22,23 +22,10 @@ import learndet  # noqa: F401  (registers every component)
 from learndet.cli import load_config
 from learndet.models.detectors import build_detector
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_nms import timeit_pair  # noqa: E402  (median of interleaved runs, shared by the benchmarks)
+
 CONFIG = 'fcos/fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco.py'
-
-
-def timeit_pair(fn_ours, fn_peer, repeats, device):
-    "Median milliseconds of both functions, runs interleaved (ours, peer, ours, ...) so that load drift hits both."
-    fn_ours(); fn_peer()                                    # warm-up
-    times = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in zip((fn_ours, fn_peer), times):
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            bucket.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def build_models(num_classes, size, device):

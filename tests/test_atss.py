@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 import learndet  # noqa: F401  (registers every component)
+from layouts import head_towers_layout, r50_fpn_layout, random_state
 from learndet.apis import init_detector
 from learndet.cli import load_config
 from learndet.data.shapes import render_shapes_image
@@ -29,41 +30,13 @@ def mmdet_atss_r50_layout(num_classes=80):
     names for the backbone; the FPN with add_extra_convs='on_output' (P6 from P5's 256-channel output, not C5);
     the head's GN towers (ConvModule: `.conv` without bias when a norm follows, `.gn` weight and bias), one anchor
     per cell so `atss_cls` has 80 channels, `atss_reg` 4 and `atss_centerness` 1, and one `Scale` per level."""
-    import torchvision
-    layout = {f'backbone.{k}': tuple(v.shape) for k, v in torchvision.models.resnet50().state_dict().items()
-              if not k.startswith('fc.')}
-    for i, c in enumerate([512, 1024, 2048]):
-        layout[f'neck.lateral_convs.{i}.conv.weight'] = (256, c, 1, 1)
-        layout[f'neck.lateral_convs.{i}.conv.bias'] = (256,)
-    for i in range(5):
-        layout[f'neck.fpn_convs.{i}.conv.weight'] = (256, 256, 3, 3)
-        layout[f'neck.fpn_convs.{i}.conv.bias'] = (256,)
-    for branch in ('cls_convs', 'reg_convs'):
-        for i in range(4):
-            layout[f'bbox_head.{branch}.{i}.conv.weight'] = (256, 256, 3, 3)
-            layout[f'bbox_head.{branch}.{i}.gn.weight'] = (256,)
-            layout[f'bbox_head.{branch}.{i}.gn.bias'] = (256,)
+    layout = {**r50_fpn_layout(p6_in_channels=256), **head_towers_layout(gn=True, conv_bias=False)}
     for name, c in (('atss_cls', num_classes), ('atss_reg', 4), ('atss_centerness', 1)):
         layout[f'bbox_head.{name}.weight'] = (c, 256, 3, 3)
         layout[f'bbox_head.{name}.bias'] = (c,)
     for i in range(5):
         layout[f'bbox_head.scales.{i}.scale'] = ()
     return layout
-
-
-def random_state(layout, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for k, shape in layout.items():
-        if k.endswith('num_batches_tracked'):
-            state[k] = torch.tensor(0)
-        elif k.endswith('running_var'):
-            state[k] = torch.rand(shape, generator=g) + 0.5
-        elif k.endswith('.scale'):
-            state[k] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[k] = torch.randn(shape, generator=g) * 0.02
-    return state
 
 
 def test_r50_atss_has_mmdetection_layout():

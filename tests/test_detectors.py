@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import learndet  # noqa: F401  (registers every component)
+from layouts import head_towers_layout, r50_fpn_layout, random_state
 from learndet.apis import init_detector, inference_detector
 from learndet.cli import load_config
 from learndet.models.detectors import build_detector
@@ -24,19 +25,7 @@ def mmdet_retinanet_r50_layout(num_classes=80):
     architecture (not from learndet's code): torchvision's ResNet-50 names for the backbone (mmdetection uses the
     same), mmcv ConvModule names (`.conv.`) for the FPN and the head's stacked convs, and the head's two output
     convs `retina_cls` (9 anchors x 80 classes = 720 channels) and `retina_reg` (9 x 4 = 36)."""
-    import torchvision
-    layout = {f'backbone.{k}': tuple(v.shape) for k, v in torchvision.models.resnet50().state_dict().items()
-              if not k.startswith('fc.')}
-    for i, c in enumerate([512, 1024, 2048]):                  # start_level=1: C3..C5
-        layout[f'neck.lateral_convs.{i}.conv.weight'] = (256, c, 1, 1)
-        layout[f'neck.lateral_convs.{i}.conv.bias'] = (256,)
-    for i in range(5):                                          # P3..P5 outputs, then P6 (on C5) and P7
-        layout[f'neck.fpn_convs.{i}.conv.weight'] = (256, 2048 if i == 3 else 256, 3, 3)
-        layout[f'neck.fpn_convs.{i}.conv.bias'] = (256,)
-    for branch in ('cls_convs', 'reg_convs'):
-        for i in range(4):
-            layout[f'bbox_head.{branch}.{i}.conv.weight'] = (256, 256, 3, 3)
-            layout[f'bbox_head.{branch}.{i}.conv.bias'] = (256,)
+    layout = {**r50_fpn_layout(p6_in_channels=2048), **head_towers_layout(gn=False, conv_bias=True)}
     layout['bbox_head.retina_cls.weight'] = (9 * num_classes, 256, 3, 3)
     layout['bbox_head.retina_cls.bias'] = (9 * num_classes,)
     layout['bbox_head.retina_reg.weight'] = (36, 256, 3, 3)
@@ -47,15 +36,7 @@ def mmdet_retinanet_r50_layout(num_classes=80):
 @pytest.fixture(scope='module')
 def mmdet_checkpoint(tmp_path_factory):
     "A file in mmdetection 2.x's checkpoint format (meta + state_dict) with that layout and random values."
-    g = torch.Generator().manual_seed(0)
-    state = {}
-    for k, shape in mmdet_retinanet_r50_layout().items():
-        if k.endswith('num_batches_tracked'):
-            state[k] = torch.tensor(0)
-        elif k.endswith('running_var'):
-            state[k] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[k] = torch.randn(shape, generator=g) * 0.01
+    state = random_state(mmdet_retinanet_r50_layout(), std=0.01)
     from learndet.data.datasets import COCO_CLASSES
     path = tmp_path_factory.mktemp('ckpt') / 'retinanet_r50_fpn_1x_coco.pth'
     torch.save(dict(meta=dict(mmdet_version='2.28.2', CLASSES=COCO_CLASSES, epoch=12, iter=87960),

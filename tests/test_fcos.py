@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import learndet  # noqa: F401  (registers every component)
+from layouts import head_towers_layout, r50_fpn_layout, random_state
 from learndet.apis import init_detector
 from learndet.cli import load_config
 from learndet.core import set_random_seed
@@ -32,41 +33,13 @@ def mmdet_fcos_r50_layout(num_classes=80, conv_bias=False):
     add_extra_convs='on_output' builds P6 from P5 (256 channels in); the head's towers are mmcv ConvModules with a GN
     (`.conv.`, `.gn.`; no conv bias unless conv_bias=True), then conv_cls, conv_reg, conv_centerness (3x3) and one
     `Scale` (a scalar `.scale`) per level."""
-    import torchvision
-    layout = {f'backbone.{k}': tuple(v.shape) for k, v in torchvision.models.resnet50().state_dict().items()
-              if not k.startswith('fc.')}
-    for i, c in enumerate([512, 1024, 2048]):
-        layout[f'neck.lateral_convs.{i}.conv.weight'] = (256, c, 1, 1)
-        layout[f'neck.lateral_convs.{i}.conv.bias'] = (256,)
-    for i in range(5):
-        layout[f'neck.fpn_convs.{i}.conv.weight'] = (256, 256, 3, 3)
-        layout[f'neck.fpn_convs.{i}.conv.bias'] = (256,)
-    for branch in ('cls_convs', 'reg_convs'):
-        for i in range(4):
-            layout[f'bbox_head.{branch}.{i}.conv.weight'] = (256, 256, 3, 3)
-            if conv_bias:
-                layout[f'bbox_head.{branch}.{i}.conv.bias'] = (256,)
-            layout[f'bbox_head.{branch}.{i}.gn.weight'] = (256,)
-            layout[f'bbox_head.{branch}.{i}.gn.bias'] = (256,)
+    layout = {**r50_fpn_layout(p6_in_channels=256), **head_towers_layout(gn=True, conv_bias=conv_bias)}
     for name, out in (('conv_cls', num_classes), ('conv_reg', 4), ('conv_centerness', 1)):
         layout[f'bbox_head.{name}.weight'] = (out, 256, 3, 3)
         layout[f'bbox_head.{name}.bias'] = (out,)
     for i in range(5):
         layout[f'bbox_head.scales.{i}.scale'] = ()
     return layout
-
-
-def random_state(layout, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for k, shape in layout.items():
-        if k.endswith('num_batches_tracked'):
-            state[k] = torch.tensor(0)
-        elif k.endswith('running_var') or k.endswith('.scale'):
-            state[k] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[k] = torch.randn(shape, generator=g) * 0.02
-    return state
 
 
 def test_r50_fcos_has_mmdetection_layout():

@@ -1,60 +1,9 @@
 # ATSS R-50-FPN, 1x schedule on COCO (mmdetection 2.x's configs/atss/atss_r50_fpn_1x_coco.py; box AP 39.4 in its
-# model zoo): RetinaNet's detector with one square anchor per location (8 x stride), positives chosen by ATSS
-# (per object, the 9 closest anchors of each level; IoU >= mean + std of theirs), a GroupNorm head with a
-# centerness branch, GIoU on decoded boxes. The same keys and values as mmdetection 2.x, so a 2.x checkpoint loads
-# strictly. lr 0.01 for 8 GPUs x 2 images.
+# model zoo). The model is _base_/models/atss_r50_fpn.py. lr 0.01 for 8 GPUs x 2 images.
 _base_ = [
+    '../_base_/models/atss_r50_fpn.py',
     '../_base_/datasets/coco_detection.py',
     '../_base_/schedules/schedule_1x.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(
-    type='ATSS',
-    backbone=dict(
-        type='ResNet',
-        depth=50,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        style='pytorch',
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
-    neck=dict(
-        type='FPN',
-        in_channels=[256, 512, 1024, 2048],
-        out_channels=256,
-        start_level=1,
-        add_extra_convs='on_output',              # P6 on P5 (RetinaNet: on C5), then P7
-        num_outs=5),
-    bbox_head=dict(
-        type='ATSSHead',
-        num_classes=80,
-        in_channels=256,
-        stacked_convs=4,
-        feat_channels=256,
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            ratios=[1.0],
-            octave_base_scale=8,                  # one anchor per cell, 8 x stride: 64 px at stride 8
-            scales_per_octave=1,
-            strides=[8, 16, 32, 64, 128]),
-        bbox_coder=dict(
-            type='DeltaXYWHBBoxCoder',
-            target_means=[.0, .0, .0, .0],
-            target_stds=[0.1, 0.1, 0.2, 0.2]),
-        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-        loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
-        loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)),
-    train_cfg=dict(
-        assigner=dict(type='ATSSAssigner', topk=9),
-        allowed_border=-1,
-        pos_weight=-1,
-        debug=False),
-    test_cfg=dict(
-        nms_pre=1000,
-        min_bbox_size=0,
-        score_thr=0.05,
-        nms=dict(type='nms', iou_threshold=0.6),
-        max_per_img=100))
 optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)

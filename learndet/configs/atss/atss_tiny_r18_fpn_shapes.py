@@ -1,64 +1,28 @@
 # An ATSS small enough to train on a laptop CPU: the R-50 ATSS's design (atss_r50_fpn_1x_coco.py) at a quarter of
 # the width (ResNet-18 with 16 base channels, FPN and head 64 wide, 2 stacked GN head convs), trained from scratch
 # on the synthetic shapes set (256 px images, objects 8-150 px, 4 classes) with the tiny RetinaNet's optimizer
-# (retinanet/retinanet_tiny_r18_fpn_shapes.py). The model is written out in full because learndet has no
-# _base_/models file for ATSS (mmdetection 2.x has none either) and two bases may not both define the data.
+# (retinanet/retinanet_tiny_r18_fpn_shapes.py). Everything not set here is the R-50 model's.
 _base_ = [
+    '../_base_/models/atss_r50_fpn.py',
     '../_base_/datasets/shapes_detection.py',
     '../_base_/schedules/schedule_1x.py',
     '../_base_/default_runtime.py',
 ]
 model = dict(
-    type='ATSS',
     backbone=dict(
-        type='ResNet',
         depth=18,
         base_channels=16,                 # stage widths 16, 32, 64, 128 (ResNet-18: 64 ... 512)
         stem_channels=16,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
         frozen_stages=-1,                 # from scratch: every stage learns
-        norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=False,                  # ... and so do the BatchNorm statistics (batch 8)
-        style='pytorch',
         init_cfg=None),                   # no ImageNet weights
-    neck=dict(
-        type='FPN',
-        in_channels=[16, 32, 64, 128],
-        out_channels=64,
-        start_level=1,
-        add_extra_convs='on_output',
-        num_outs=5),
+    neck=dict(in_channels=[16, 32, 64, 128], out_channels=64),
     bbox_head=dict(
-        type='ATSSHead',
         num_classes=4,
         in_channels=64,
         stacked_convs=2,
         feat_channels=64,                 # GroupNorm: 32 groups of 2 channels
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            ratios=[1.0],
-            octave_base_scale=4,          # one 32 px anchor at stride 8 (R-50: 64 px): the shapes are small
-            scales_per_octave=1,
-            strides=[8, 16, 32, 64, 128]),
-        bbox_coder=dict(
-            type='DeltaXYWHBBoxCoder',
-            target_means=[.0, .0, .0, .0],
-            target_stds=[0.1, 0.1, 0.2, 0.2]),
-        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-        loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
-        loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)),
-    train_cfg=dict(
-        assigner=dict(type='ATSSAssigner', topk=9),
-        allowed_border=-1,
-        pos_weight=-1,
-        debug=False),
-    test_cfg=dict(
-        nms_pre=1000,
-        min_bbox_size=0,
-        score_thr=0.05,
-        nms=dict(type='nms', iou_threshold=0.6),
-        max_per_img=100))
+        anchor_generator=dict(octave_base_scale=4)))   # one 32 px anchor at stride 8 (R-50: 64 px): the shapes are small
 # Measured with `learndet train atss/atss_tiny_r18_fpn_shapes.py` on the shapes set (400 train / 100 val images,
 # 256 px), 2-core CPU shared with another training run and the test suite, so the wall time is an upper bound:
 # 12 epochs took 35 min (about 3 min in all when the CPU is free) and reached bbox_mAP 0.166, mAP@0.5 0.271

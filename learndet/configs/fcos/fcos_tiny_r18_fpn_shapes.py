@@ -1,56 +1,37 @@
 # An FCOS small enough to train on a laptop CPU: the improved R-50 FCOS (center sampling, stride-normalised
 # distances, centerness on the regression tower, GIoU) at a quarter of the width (ResNet-18 with 16 base channels,
 # FPN and head 64 wide, 2 stacked head convs, GN with 16 groups), trained from scratch on the synthetic shapes set
-# (256 px images, objects 8-150 px, 4 classes) with the RetinaNet tiny config's AdamW recipe.
+# (256 px images, objects 8-150 px, 4 classes) with the RetinaNet tiny config's AdamW recipe. Everything not set
+# here is the R-50 model's (_base_/models/fcos_r50_caffe_fpn_gn-head.py).
 _base_ = [
+    '../_base_/models/fcos_r50_caffe_fpn_gn-head.py',
     '../_base_/datasets/shapes_detection.py',
     '../_base_/schedules/schedule_1x.py',
     '../_base_/default_runtime.py',
 ]
 model = dict(
-    type='FCOS',
     backbone=dict(
-        type='ResNet',
         depth=18,
         base_channels=16,                 # stage widths 16, 32, 64, 128
         stem_channels=16,
-        num_stages=4,
-        out_indices=(0, 1, 2, 3),
         frozen_stages=-1,                 # from scratch: every stage and the BatchNorm statistics learn
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=False,
         style='pytorch',
         init_cfg=None),
-    neck=dict(
-        type='FPN',
-        in_channels=[16, 32, 64, 128],
-        out_channels=64,
-        start_level=1,
-        add_extra_convs='on_output',
-        num_outs=5,
-        relu_before_extra_convs=True),
+    neck=dict(in_channels=[16, 32, 64, 128], out_channels=64),
     bbox_head=dict(
-        type='FCOSHead',
         num_classes=4,
         in_channels=64,
         stacked_convs=2,
         feat_channels=64,
-        strides=[8, 16, 32, 64, 128],
         norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
-        center_sampling=True,
+        center_sampling=True,             # the improved FCOS's tricks (fcos_center-normbbox-centeronreg-giou_...)
         norm_on_bbox=True,
         centerness_on_reg=True,
         conv_bias=True,
-        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-        loss_bbox=dict(type='GIoULoss', loss_weight=1.0),
-        loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)),
-    train_cfg=dict(allowed_border=-1, pos_weight=-1, debug=False),
-    test_cfg=dict(
-        nms_pre=1000,
-        min_bbox_size=0,
-        score_thr=0.05,
-        nms=dict(type='nms', iou_threshold=0.6),
-        max_per_img=100))
+        loss_bbox=dict(type='GIoULoss', loss_weight=1.0)),
+    test_cfg=dict(nms=dict(type='nms', iou_threshold=0.6)))
 # Measured with `learndet train fcos/fcos_tiny_r18_fpn_shapes.py` on the shapes set (400 train / 100 val images,
 # 256 px), 2-core CPU shared with another training run and the test suite, so the wall time is an upper bound:
 # 12 epochs took 31 min (0.2 s/iteration, about 2.5 min in all, when the CPU is free) and reached bbox_mAP 0.140,

@@ -14,8 +14,9 @@ from torch import nn, Tensor
 from ...boxes import bbox2distance
 from ...coders import centerness_target
 from ...registry import HEADS, LOSSES, build_from_cfg
-from ..layers import ConvModule, Scale
-from .base_dense_head import check_feats, flatten_levels, BaseDenseHead, ImageTargets
+from ..layers import Scale
+from .base_dense_head import (BaseDenseHead, ImageTargets, check_feats, conv_towers, flatten_levels,
+                                                     forward_tower)
 from .anchor_head import AnchorHead
 
 # %% auto 0
@@ -52,12 +53,8 @@ class ATSSHead(AnchorHead):
         self.loss_centerness = build_from_cfg(loss_centerness, LOSSES)
 
     def _init_layers(self):
-        self.cls_convs, self.reg_convs = nn.ModuleList(), nn.ModuleList()
-        for i in range(self.stacked_convs):
-            chn = self.in_channels if i == 0 else self.feat_channels
-            for tower in (self.cls_convs, self.reg_convs):
-                tower.append(ConvModule(chn, self.feat_channels, 3, stride=1, padding=1,
-                                        conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg))
+        self.cls_convs, self.reg_convs = conv_towers(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                     self.conv_cfg, self.norm_cfg)
         chn, k, a = (self.in_channels if self.stacked_convs == 0 else self.feat_channels, self.pred_kernel_size,
                      self.anchors_per_cell())
         self.atss_cls = nn.Conv2d(chn, a * self.cls_out_channels, k, padding=k // 2)
@@ -66,15 +63,10 @@ class ATSSHead(AnchorHead):
         self.scales = nn.ModuleList([Scale(1.0) for _ in range(self.prior_generator.num_levels)])
 
 # %% ../../../nbs/12b_atss_head.ipynb 9
-def _forward_tower(tower: nn.ModuleList, x: Tensor) -> Tensor:
-    for conv in tower:
-        x = conv(x)
-    return x
-
 @patch
 def forward_single(self: ATSSHead, x: Tensor, scale: Scale) -> tuple[Tensor, Tensor, Tensor]:
     "One level: (N, C, H, W) -> scores (N, A*K, H, W), deltas (N, A*4, H, W), centerness logits (N, A, H, W)."
-    cls_feat, reg_feat = _forward_tower(self.cls_convs, x), _forward_tower(self.reg_convs, x)
+    cls_feat, reg_feat = forward_tower(self.cls_convs, x), forward_tower(self.reg_convs, x)
     bbox_pred = scale(self.atss_reg(reg_feat)).float()     # the level's scale; deltas, no exp (as ATSS)
     return self.atss_cls(cls_feat), bbox_pred, self.atss_centerness(reg_feat)
 

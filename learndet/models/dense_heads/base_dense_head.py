@@ -19,11 +19,11 @@ from ...losses import reduce_mean
 from ...registry import LOSSES, PRIOR_GENERATORS, BBOX_CODERS, BBOX_ASSIGNERS, BBOX_SAMPLERS, build_from_cfg
 from ...samplers import SamplingResult
 from ...structures import InstanceData, nms_per_class
-from ..layers import initialize
+from ..layers import ConvModule, initialize
 
 # %% auto 0
 __all__ = ['flatten_levels', 'filter_scores_and_topk', 'check_feats', 'check_gt', 'ImageTargets', 'DenseTargets',
-           'init_head_weights', 'BaseDenseHead', 'scale_factor_of']
+           'init_head_weights', 'conv_towers', 'forward_tower', 'BaseDenseHead', 'scale_factor_of']
 
 # %% ../../../nbs/12_dense_heads.ipynb 6
 def flatten_levels(x: Tensor, channels: int) -> Tensor:
@@ -128,6 +128,24 @@ def init_head_weights(module: nn.Module, init_cfg) -> None:
         initialize(module, init_cfg)
 
 # %% ../../../nbs/12_dense_heads.ipynb 22
+def conv_towers(in_channels: int, feat_channels: int, stacked_convs: int, conv_cfg: Mapping | None = None,
+                norm_cfg: Mapping | None = None, bias: bool | str = 'auto') -> tuple[nn.ModuleList, nn.ModuleList]:
+    "`(cls_convs, reg_convs)`: two towers of `stacked_convs` 3x3 ConvModules (built in turn, layer by layer)."
+    cls_convs, reg_convs = nn.ModuleList(), nn.ModuleList()
+    for i in range(stacked_convs):
+        chn = in_channels if i == 0 else feat_channels
+        for tower in (cls_convs, reg_convs):
+            tower.append(ConvModule(chn, feat_channels, 3, stride=1, padding=1, conv_cfg=conv_cfg,
+                                    norm_cfg=norm_cfg, bias=bias))
+    return cls_convs, reg_convs
+
+def forward_tower(tower: nn.ModuleList, x: Tensor) -> Tensor:
+    "Run `x` through the tower's layers in order."
+    for conv in tower:
+        x = conv(x)
+    return x
+
+# %% ../../../nbs/12_dense_heads.ipynb 25
 class BaseDenseHead(nn.Module):
     """The base of the dense heads: per level, `num_base_priors[level]` priors per cell, each with `cls_out_channels`
     scores and 4 regression outputs. Subclasses build `_init_layers`, predict a level in `forward_single`, and turn
@@ -155,7 +173,7 @@ class BaseDenseHead(nn.Module):
         self._init_layers()
         self.init_weights()
 
-# %% ../../../nbs/12_dense_heads.ipynb 24
+# %% ../../../nbs/12_dense_heads.ipynb 27
 @patch
 def _build_assigner_and_sampler(self: BaseDenseHead, train_cfg: Mapping):
     if 'assigner' not in train_cfg:
@@ -175,7 +193,7 @@ def init_weights(self: BaseDenseHead):
     "Initialise the layers as `init_cfg` says."
     init_head_weights(self, self.init_cfg)
 
-# %% ../../../nbs/12_dense_heads.ipynb 25
+# %% ../../../nbs/12_dense_heads.ipynb 28
 @patch
 def forward_single(self: BaseDenseHead, x: Tensor) -> tuple[Tensor, ...]:
     raise NotImplementedError(f'{type(self).__name__} must predict one level in forward_single')
@@ -198,7 +216,7 @@ def __repr__(self: BaseDenseHead) -> str:
             f'priors per cell={self.num_base_priors}, loss_cls={type(self.loss_cls).__name__}, '
             f'loss_bbox={type(self.loss_bbox).__name__}, sampling={self.sampling})\n' + nn.Module.__repr__(self))
 
-# %% ../../../nbs/12_dense_heads.ipynb 32
+# %% ../../../nbs/12_dense_heads.ipynb 35
 @patch
 def get_priors(self: BaseDenseHead, featmap_sizes: Sequence[tuple[int, int]], img_metas: Sequence[Mapping],
                device='cpu', dtype=torch.float32) -> tuple[list[Tensor], list[list[Tensor]]]:
@@ -208,7 +226,7 @@ def get_priors(self: BaseDenseHead, featmap_sizes: Sequence[tuple[int, int]], im
     valid_flags = [self.prior_generator.valid_flags(featmap_sizes, meta['pad_shape'], device) for meta in img_metas]
     return mlvl_priors, valid_flags
 
-# %% ../../../nbs/12_dense_heads.ipynb 36
+# %% ../../../nbs/12_dense_heads.ipynb 39
 @patch
 def get_targets_single(self: BaseDenseHead, flat_priors: Tensor, valid_flags: Tensor, num_level_priors: list[int],
                        gt_bboxes: Tensor, gt_bboxes_ignore: Tensor | None, gt_labels: Tensor | None,
@@ -230,7 +248,7 @@ def get_targets_single(self: BaseDenseHead, flat_priors: Tensor, valid_flags: Te
                         unmap(bbox_targets, n, inside), unmap(bbox_weights, n, inside),
                         sampling_result.pos_inds, sampling_result.neg_inds, sampling_result)
 
-# %% ../../../nbs/12_dense_heads.ipynb 38
+# %% ../../../nbs/12_dense_heads.ipynb 41
 @patch
 def _encode_targets(self: BaseDenseHead, priors: Tensor, sampling_result: SamplingResult, gt_labels: Tensor | None):
     "Step 4 for the inside priors: (labels (P,), label_weights (P,), bbox_targets (P, 4), bbox_weights (P, 4))."
@@ -250,7 +268,7 @@ def _encode_targets(self: BaseDenseHead, priors: Tensor, sampling_result: Sampli
     label_weights[sampling_result.neg_inds] = 1.0
     return labels, label_weights, bbox_targets, bbox_weights
 
-# %% ../../../nbs/12_dense_heads.ipynb 49
+# %% ../../../nbs/12_dense_heads.ipynb 52
 @patch
 def get_targets(self: BaseDenseHead, mlvl_priors: list[Tensor], valid_flags: list[list[Tensor]],
                 gt_bboxes: list[Tensor], img_metas: list[Mapping], gt_bboxes_ignore: list | None = None,
@@ -272,7 +290,7 @@ def get_targets(self: BaseDenseHead, mlvl_priors: list[Tensor], valid_flags: lis
                         sampling_results=[t.sampling_result for t in per_image],
                         extras={k: to_levels([t.extras[k] for t in per_image]) for k in per_image[0].extras})
 
-# %% ../../../nbs/12_dense_heads.ipynb 51
+# %% ../../../nbs/12_dense_heads.ipynb 54
 @patch
 def loss_single(self: BaseDenseHead, cls_score: Tensor, bbox_pred: Tensor, priors: Tensor, labels: Tensor,
                 label_weights: Tensor, bbox_targets: Tensor, bbox_weights: Tensor, num_total_samples: int):
@@ -287,7 +305,7 @@ def loss_single(self: BaseDenseHead, cls_score: Tensor, bbox_pred: Tensor, prior
                                avg_factor=num_total_samples)
     return loss_cls, loss_bbox
 
-# %% ../../../nbs/12_dense_heads.ipynb 53
+# %% ../../../nbs/12_dense_heads.ipynb 56
 @patch
 def avg_factor(self: BaseDenseHead, num: float | Tensor, min_value: float = 1.) -> float:
     "The loss normaliser `num` averaged over DDP processes (unless `train_cfg.sync_avg_factor` is False), at least `min_value`."
@@ -296,7 +314,7 @@ def avg_factor(self: BaseDenseHead, num: float | Tensor, min_value: float = 1.) 
         num = reduce_mean(num)
     return max(float(num), min_value)
 
-# %% ../../../nbs/12_dense_heads.ipynb 54
+# %% ../../../nbs/12_dense_heads.ipynb 57
 @patch
 def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor], gt_bboxes: list[Tensor],
          gt_labels: list[Tensor] | None, img_metas: list[Mapping], gt_bboxes_ignore: list[Tensor] | None = None
@@ -315,7 +333,7 @@ def loss(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor]
         losses_cls.append(loss_cls); losses_bbox.append(loss_bbox)
     return dict(loss_cls=losses_cls, loss_bbox=losses_bbox)
 
-# %% ../../../nbs/12_dense_heads.ipynb 65
+# %% ../../../nbs/12_dense_heads.ipynb 68
 @patch
 def get_bboxes_single(self: BaseDenseHead, cls_score_list: list[Tensor], bbox_pred_list: list[Tensor],
                       score_factor_list: list[Tensor] | None, mlvl_priors: list[Tensor], img_meta: Mapping,
@@ -335,7 +353,7 @@ def get_bboxes_single(self: BaseDenseHead, cls_score_list: list[Tensor], bbox_pr
         levels.append(level)
     return self.bbox_post_process(InstanceData.cat(levels), img_meta, cfg, rescale, with_nms)
 
-# %% ../../../nbs/12_dense_heads.ipynb 66
+# %% ../../../nbs/12_dense_heads.ipynb 69
 def scale_factor_of(img_meta: Mapping, like: Tensor) -> Tensor:
     "`img_meta['scale_factor']` (a float or (w, h, w, h)) as a tensor that divides (n, 4) boxes."
     sf = like.new_tensor(img_meta.get('scale_factor', 1.0)).reshape(-1)
@@ -366,7 +384,7 @@ def bbox_post_process(self: BaseDenseHead, results: InstanceData, img_meta: Mapp
         raise KeyError(f'test_cfg needs an "nms" entry, e.g. nms=dict(type="nms", iou_threshold=0.5); got keys {sorted(cfg)}')
     return nms_per_class(results, cfg['nms'], cfg.get('max_per_img', -1))
 
-# %% ../../../nbs/12_dense_heads.ipynb 68
+# %% ../../../nbs/12_dense_heads.ipynb 71
 @patch
 def get_bboxes(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[Tensor],
                score_factors: list[Tensor] | None = None, img_metas: list[Mapping] | None = None,
@@ -386,7 +404,7 @@ def get_bboxes(self: BaseDenseHead, cls_scores: list[Tensor], bbox_preds: list[T
     return [self.get_bboxes_single(image(cls_scores, i), image(bbox_preds, i), image(score_factors, i), mlvl_priors,
                                    meta, cfg, rescale, with_nms) for i, meta in enumerate(img_metas)]
 
-# %% ../../../nbs/12_dense_heads.ipynb 75
+# %% ../../../nbs/12_dense_heads.ipynb 78
 @patch
 def forward_train(self: BaseDenseHead, x: Sequence[Tensor], img_metas: list[Mapping], gt_bboxes: list[Tensor],
                   gt_labels: list[Tensor] | None = None, gt_bboxes_ignore: list[Tensor] | None = None,

@@ -17,8 +17,9 @@ from ...assigners import FCOSAssigner, FCOS_REGRESS_RANGES
 from ...coders import centerness_target
 from ...registry import HEADS, LOSSES, build_from_cfg
 from ...samplers import PseudoSampler
-from ..layers import ConvModule, Scale
-from .base_dense_head import BaseDenseHead, ImageTargets, check_feats, flatten_levels
+from ..layers import Scale
+from .base_dense_head import (BaseDenseHead, ImageTargets, check_feats, conv_towers, flatten_levels,
+                                                     forward_tower)
 
 # %% auto 0
 __all__ = ['FCOSHead']
@@ -74,12 +75,8 @@ def _build_assigner_and_sampler(self: FCOSHead, train_cfg: Mapping):
 @patch
 def _init_layers(self: FCOSHead):
     "The two towers, the three predictors and one `Scale` per level (mmdetection 2.x's names)."
-    self.cls_convs, self.reg_convs = nn.ModuleList(), nn.ModuleList()
-    for i in range(self.stacked_convs):
-        chn = self.in_channels if i == 0 else self.feat_channels
-        for tower in (self.cls_convs, self.reg_convs):
-            tower.append(ConvModule(chn, self.feat_channels, 3, stride=1, padding=1, conv_cfg=self.conv_cfg,
-                                    norm_cfg=self.norm_cfg, bias=self.conv_bias))
+    self.cls_convs, self.reg_convs = conv_towers(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                 self.conv_cfg, self.norm_cfg, bias=self.conv_bias)
     chn = self.in_channels if self.stacked_convs == 0 else self.feat_channels
     self.conv_cls = nn.Conv2d(chn, self.cls_out_channels, 3, padding=1)
     self.conv_reg = nn.Conv2d(chn, 4, 3, padding=1)
@@ -90,11 +87,7 @@ def _init_layers(self: FCOSHead):
 @patch
 def forward_single(self: FCOSHead, x: Tensor, scale: Scale, stride: int) -> tuple[Tensor, Tensor, Tensor]:
     "One level: (N, C, H, W) -> scores (N, K, H, W), distances in pixels (N, 4, H, W), centerness logits (N, 1, H, W)."
-    cls_feat = reg_feat = x
-    for conv in self.cls_convs:
-        cls_feat = conv(cls_feat)
-    for conv in self.reg_convs:
-        reg_feat = conv(reg_feat)
+    cls_feat, reg_feat = forward_tower(self.cls_convs, x), forward_tower(self.reg_convs, x)
     centerness = self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat)
     bbox_pred = scale(self.conv_reg(reg_feat)).float()          # float: exp() must not overflow in fp16
     bbox_pred = F.relu(bbox_pred) * stride if self.norm_on_bbox else bbox_pred.exp()   # distances >= 0, in pixels

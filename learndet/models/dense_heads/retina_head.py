@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from torch import nn, Tensor
 
 from ...registry import HEADS
-from ..layers import ConvModule
+from .base_dense_head import conv_towers, forward_tower
 from .anchor_head import AnchorHead
 
 # %% auto 0
@@ -34,23 +34,14 @@ class RetinaHead(AnchorHead):
         super().__init__(num_classes, in_channels, anchor_generator=anchor_generator, init_cfg=init_cfg, **kwargs)
 
     def _init_layers(self):
-        self.cls_convs, self.reg_convs = nn.ModuleList(), nn.ModuleList()
-        for i in range(self.stacked_convs):
-            chn = self.in_channels if i == 0 else self.feat_channels
-            for tower in (self.cls_convs, self.reg_convs):
-                tower.append(ConvModule(chn, self.feat_channels, 3, stride=1, padding=1,
-                                        conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg))
+        self.cls_convs, self.reg_convs = conv_towers(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                     self.conv_cfg, self.norm_cfg)
         chn = self.in_channels if self.stacked_convs == 0 else self.feat_channels
         self.retina_cls = nn.Conv2d(chn, self.anchors_per_cell() * self.cls_out_channels, 3, padding=1)
         self.retina_reg = nn.Conv2d(chn, self.anchors_per_cell() * 4, 3, padding=1)
 
 # %% ../../../nbs/12_dense_heads_retina.ipynb 7
-def _forward_tower(tower: nn.ModuleList, x: Tensor) -> Tensor:
-    for conv in tower:
-        x = conv(x)
-    return x
-
 @patch
 def forward_single(self: RetinaHead, x: Tensor) -> tuple[Tensor, Tensor]:
     "One level: (N, C, H, W) -> scores (N, A*K, H, W), deltas (N, A*4, H, W)."
-    return self.retina_cls(_forward_tower(self.cls_convs, x)), self.retina_reg(_forward_tower(self.reg_convs, x))
+    return self.retina_cls(forward_tower(self.cls_convs, x)), self.retina_reg(forward_tower(self.reg_convs, x))
